@@ -1,0 +1,137 @@
+"""Mastering for delivery: loudness targets, true-peak ceilings and the measure-and-correct loop.
+
+The master chain itself (EQ, glue compressor, look-ahead limiter) is rendered by pyo in
+:func:`expertmix.render.render_master`. This module chooses its gains: the mix is first brought
+to :data:`CHAIN_REFERENCE_LUFS` (so the glue compressor's threshold means the same on every
+song), then driven into the limiter until the master's integrated loudness (ITU-R BS.1770-4)
+is within ``tolerance_lu`` of the target, with the limiter's threshold lowered until the true
+peak (4x oversampled) is at or below the ceiling.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import InputError, RenderError
+from .io import copy_wav
+from .loudness import LoudnessStats, measure_loudness_file
+from .plan import MasterPlan
+from .render import MasterSettings, render_master
+
+#: Loudness the master chain sees at its input (the glue threshold is relative to it).
+CHAIN_REFERENCE_LUFS = -20.0
+#: Integrated loudness below which a mix counts as silent and is not mastered.
+SILENT_MIX_LUFS = -70.0
+#: Extra margin under the true-peak ceiling for the limiter's first sample-peak threshold.
+_FIRST_MARGIN_DB = 0.3
+_MAX_PASSES = 8
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A delivery target."""
+
+    name: str
+    target_lufs: float
+    ceiling_dbtp: float
+    doc: str
+
+
+#: Delivery presets (MIXING-FACTS.md "Delivery": Spotify/YouTube -14, Apple -16, EBU R128 -23;
+#: masters louder than -14 LUFS keep 2 dB of true-peak headroom, per Spotify's guidance).
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("streaming", -14.0, -1.0, "Spotify, YouTube, Tidal, Amazon: -14 LUFS, -1 dBTP"),
+        Preset("apple", -16.0, -1.0, "Apple Music / AES TD1008: -16 LUFS, -1 dBTP"),
+        Preset("loud", -9.0, -2.0, "club and loud masters: -9 LUFS, -2 dBTP"),
+        Preset("broadcast", -23.0, -1.0, "EBU R128 broadcast: -23 LUFS, -1 dBTP"),
+    )
+}
+
+
+def preset(name: str) -> Preset:
+    """The preset called ``name`` or an :class:`InputError` listing the presets."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise InputError(f"unknown master preset {name!r}",
+                         hint=f"use one of {', '.join(PRESETS)} or --target-lufs") from None
+
+
+@dataclass
+class MasterResult:
+    """What the loudness loop did and what the master measures."""
+
+    path: Path
+    target_lufs: float
+    ceiling_dbtp: float
+    mix: dict[str, float]
+    master: dict[str, float]
+    pre_gain_db: float
+    drive_db: float
+    limit_db: float
+    passes: int
+    within_target: bool
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["path"] = self.path.name
+        for k in ("pre_gain_db", "drive_db", "limit_db"):
+            d[k] = round(d[k], 2)
+        return d
+
+
+def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_hz: int, frames: int,
+               work_dir: Path) -> MasterResult:
+    """Master ``mix_path`` into ``out_path`` (24-bit WAV, same length as the mix)."""
+    mix_stats = measure_loudness_file(str(mix_path))
+    target, ceiling = plan.target_lufs, plan.limiter.ceiling_dbtp
+    notes: list[str] = []
+    raw = work_dir / "master-raw.wav"
+    if mix_stats.integrated_lufs < SILENT_MIX_LUFS:
+        copy_wav(mix_path, out_path, start_frame=0, frames=frames, subtype="PCM_24")
+        notes.append("the mix is silent: the master is a copy of it, not normalised")
+        return MasterResult(out_path, target, ceiling, mix_stats.to_dict(), mix_stats.to_dict(), 0.0, 0.0, 0.0,
+                            0, False, notes)
+
+    pre = CHAIN_REFERENCE_LUFS - mix_stats.integrated_lufs
+    settings = MasterSettings(pre_gain_db=pre, drive_db=target - CHAIN_REFERENCE_LUFS,
+                              limit_db=ceiling - _FIRST_MARGIN_DB)
+    history: list[tuple[float, float]] = []  # (drive_db, measured lufs)
+    stats: LoudnessStats | None = None
+    latency = 0
+    passes = 0
+    for passes in range(1, _MAX_PASSES + 1):
+        latency = render_master(mix_path, raw, plan, settings, sample_rate_hz=sample_rate_hz,
+                                content_frames=frames, work_dir=work_dir)
+        stats = measure_loudness_file(str(raw))
+        err_lu = target - stats.integrated_lufs
+        over_db = stats.true_peak_dbtp - ceiling
+        history.append((settings.drive_db, stats.integrated_lufs))
+        # aim for the middle of the tolerance: 0.2 LU, well inside the +-0.5 promise
+        if abs(err_lu) <= min(0.2, plan.tolerance_lu) and over_db <= 0.0:
+            break
+        limit = settings.limit_db - (over_db + 0.05 if over_db > 0 else 0.0)
+        slope = 1.0  # LU of loudness per dB of drive; < 1 when the limiter works hard
+        if len(history) >= 2 and abs(history[-1][0] - history[-2][0]) > 1e-6:
+            slope = (history[-1][1] - history[-2][1]) / (history[-1][0] - history[-2][0])
+            slope = min(1.2, max(0.25, slope))
+        settings = MasterSettings(pre_gain_db=pre, drive_db=settings.drive_db + err_lu / slope, limit_db=limit)
+    assert stats is not None
+    copy_wav(raw, out_path, start_frame=latency, frames=frames, subtype="PCM_24")
+    final = measure_loudness_file(str(out_path))
+    raw.unlink(missing_ok=True)
+    ok = abs(final.integrated_lufs - target) <= plan.tolerance_lu and final.true_peak_dbtp <= ceiling + 0.05
+    if not ok:
+        notes.append(f"master missed its target: {final.integrated_lufs:.2f} LUFS / {final.true_peak_dbtp:.2f} dBTP "
+                     f"for {target:.1f} LUFS / {ceiling:.1f} dBTP after {passes} passes")
+    gr = settings.drive_db + pre + mix_stats.integrated_lufs - final.integrated_lufs
+    if gr > 6.0:
+        notes.append(f"the limiter removes about {gr:.1f} dB of loudness-relevant level: a lower target or more "
+                     "mix-bus compression would pump less")
+    if final.true_peak_dbtp > ceiling + 0.05:
+        raise RenderError(f"master true peak {final.true_peak_dbtp:.2f} dBTP exceeds the ceiling {ceiling:.1f} dBTP")
+    return MasterResult(out_path, target, ceiling, mix_stats.to_dict(), final.to_dict(), settings.pre_gain_db,
+                        settings.drive_db, settings.limit_db, passes, ok, notes)

@@ -1,0 +1,200 @@
+"""The mixing pipeline: stems -> analysis -> plan -> render -> master -> report.
+
+Each step is a function from one plain object to the next; the CLI and the Python API
+(:func:`expertmix.mix`, :func:`expertmix.plan`, :func:`expertmix.render`) both call these.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import yaml
+
+from . import __version__
+from .analysis import StemAnalysis, analyse_audio
+from .defaults import SessionAnalysis, default_plan, master_for
+from .errors import InputError, PlanError
+from .genres import GenreProfile, load_genre
+from .io import atomic_write_text, staged_output
+from .master import MasterResult, master_mix
+from .plan import MixPlan, dump_plan, load_plan
+from .stems import Stem, StemSet, load_stems
+from .tempo import estimate_tempo_bpm, onset_envelope
+
+#: (stage, done, total) -> None; stage is a short label for a progress bar.
+Progress = Callable[[str, int, int], None]
+
+Planner = Callable[[StemSet, SessionAnalysis, GenreProfile], MixPlan]
+
+
+def _noop(stage: str, done: int, total: int) -> None:
+    return None
+
+
+@dataclass
+class MixResult:
+    """What a mix or render produced: the output folder, the plan and the master's measures."""
+
+    out_dir: Path
+    plan: MixPlan
+    master: MasterResult
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def mix_path(self) -> Path:
+        return self.out_dir / "mix.wav"
+
+    @property
+    def master_path(self) -> Path:
+        return self.out_dir / "master.wav"
+
+
+def analyse_session(stems_dir: str | Path, *, cache_dir: Path, role_overrides: Mapping[str, str] | None = None,
+                    roles_file: str | Path | None = None, exclude: Sequence[str] = (),
+                    sample_rate_hz: int | None = None, skip_silent: bool = False,
+                    progress: Progress = _noop) -> tuple[StemSet, SessionAnalysis]:
+    """Load every stem once, measure it from that same decode, and estimate the tempo."""
+    results: dict[str, StemAnalysis] = {}
+    envelopes: list[np.ndarray] = []
+
+    def visit(stem: Stem, audio: np.ndarray) -> None:
+        results[stem.name] = analyse_audio(audio, stem.sample_rate_hz)
+        envelopes.append(onset_envelope(audio, stem.sample_rate_hz))
+
+    def on_stem(name: str, index: int, total: int) -> None:
+        progress(f"analysing {name}", index - 1, total)
+
+    stemset = load_stems(stems_dir, cache_dir=cache_dir, role_overrides=role_overrides, roles_file=roles_file,
+                         exclude=exclude, sample_rate_hz=sample_rate_hz, skip_silent=skip_silent, visit=visit,
+                         progress=on_stem)
+    progress("analysed", len(stemset.stems), len(stemset.stems))
+    tempo, confidence = estimate_tempo_bpm(envelopes)
+    return stemset, SessionAnalysis(stems={s.name: results[s.name] for s in stemset.stems},
+                                    tempo_bpm=tempo, tempo_confidence=confidence)
+
+
+def make_plan(stemset: StemSet, analysis: SessionAnalysis, *, genre: str | GenreProfile = "pop",
+              preset: str | None = None, target_lufs: float | None = None, genres_dir: str | Path | None = None,
+              planner: Planner = default_plan) -> MixPlan:
+    """Run a planner and apply the delivery target; returns a validated plan."""
+    profile = genre if isinstance(genre, GenreProfile) else load_genre(genre, genres_dir)
+    plan = planner(stemset, analysis, profile)
+    if preset is not None or target_lufs is not None:
+        plan.master = master_for(profile, preset, target_lufs)
+    plan.expertmix_version = __version__
+    return MixPlan.model_validate(plan.model_dump())  # re-validate everything a planner set
+
+
+def _render_into(stage: Path, plan: MixPlan, stemset: StemSet, work: Path, progress: Progress,
+                 timings: dict[str, float], analysis: SessionAnalysis | None) -> MasterResult:
+    from .render import StemSource, render_mix  # the only pyo importer, loaded on demand
+    from .report import write_report
+
+    by_file = {s.path.name: s for s in stemset.stems}
+    sources = {}
+    for t in plan.tracks:
+        stem = by_file.get(t.file)
+        if stem is None:
+            raise PlanError(f"track {t.name!r} refers to {t.file!r}, which is not in {stemset.source_dir}",
+                            field=f"tracks[{t.name}].file", hint="fix the file name in the plan or pass --stems DIR")
+        sources[t.name] = StemSource(path=stem.render_path, channels=stem.channels)
+    progress("rendering mix", 0, 2)
+    t0 = time.perf_counter()
+    rendered = render_mix(plan, sources, stage, content_frames=stemset.frames, work_dir=work)
+    timings["render_s"] = time.perf_counter() - t0
+    progress("mastering", 1, 2)
+    t0 = time.perf_counter()
+    master = master_mix(rendered.mix_path, stage / "master.wav", plan.master, sample_rate_hz=plan.sample_rate_hz,
+                        frames=rendered.frames, work_dir=work)
+    timings["master_s"] = time.perf_counter() - t0
+    progress("writing report", 2, 2)
+    dump_plan(plan, stage / "plan.yaml")
+    if analysis is not None:
+        atomic_write_text(stage / "analysis.yaml", yaml.safe_dump(analysis.to_dict(), sort_keys=False))
+    write_report(stage / "report.md", plan, stemset, master, analysis, timings)
+    return master
+
+
+def run_mix(stems_dir: str | Path, out_dir: str | Path, *, genre: str = "pop", preset: str | None = None,
+            target_lufs: float | None = None, role_overrides: Mapping[str, str] | None = None,
+            roles_file: str | Path | None = None, exclude: Sequence[str] = (), sample_rate_hz: int | None = None,
+            skip_silent: bool = False, overwrite: bool = False, genres_dir: str | Path | None = None,
+            planner: Planner = default_plan, progress: Progress = _noop) -> MixResult:
+    """Analyse, plan, render and master ``stems_dir`` into ``out_dir`` (atomically)."""
+    stems_dir = Path(stems_dir)
+    profile = load_genre(genre, genres_dir)  # fail on a bad genre before any work
+    timings: dict[str, float] = {}
+    with staged_output(Path(out_dir), overwrite=overwrite, protected=(stems_dir,)) as stage:
+        work = Path(tempfile.mkdtemp(prefix="expertmix-work-"))
+        try:
+            t0 = time.perf_counter()
+            stemset, analysis = analyse_session(stems_dir, cache_dir=work / "cache", role_overrides=role_overrides,
+                                                roles_file=roles_file, exclude=exclude, sample_rate_hz=sample_rate_hz,
+                                                skip_silent=skip_silent, progress=progress)
+            timings["load_and_analyse_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            plan = make_plan(stemset, analysis, genre=profile, preset=preset, target_lufs=target_lufs, planner=planner)
+            timings["plan_s"] = time.perf_counter() - t0
+            master = _render_into(stage, plan, stemset, work, progress, timings, analysis)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return MixResult(out_dir=Path(out_dir).resolve(), plan=plan, master=master, timings_s=timings)
+
+
+def run_render(plan_or_path: MixPlan | str | Path, out_dir: str | Path, *, stems_dir: str | Path | None = None,
+               overwrite: bool = False, progress: Progress = _noop) -> MixResult:
+    """Re-render an (edited) plan without re-analysing."""
+    plan = load_plan(plan_or_path) if not isinstance(plan_or_path, MixPlan) else plan_or_path
+    if stems_dir is not None:
+        plan.stems_dir = str(Path(stems_dir).resolve())
+    src = Path(plan.stems_dir)
+    if not src.is_dir():
+        raise InputError(f"stems folder {src} (from the plan) does not exist", hint="pass --stems DIR")
+    timings: dict[str, float] = {}
+    with staged_output(Path(out_dir), overwrite=overwrite, protected=(src,)) as stage:
+        work = Path(tempfile.mkdtemp(prefix="expertmix-work-"))
+        try:
+            from .stems import discover_stems
+
+            wanted = {t.file for t in plan.tracks}
+            others = [p.name for p in discover_stems(src) if p.name not in wanted]
+            t0 = time.perf_counter()
+            stemset = load_stems(src, cache_dir=work / "cache", exclude=others, sample_rate_hz=plan.sample_rate_hz,
+                                 progress=lambda n, i, k: progress(f"loading {n}", i - 1, k))
+            timings["load_s"] = time.perf_counter() - t0
+            master = _render_into(stage, plan, stemset, work, progress, timings, None)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return MixResult(out_dir=Path(out_dir).resolve(), plan=plan, master=master, timings_s=timings)
+
+
+def run_plan(stems_dir: str | Path, plan_path: str | Path, *, genre: str = "pop", preset: str | None = None,
+             target_lufs: float | None = None, role_overrides: Mapping[str, str] | None = None,
+             roles_file: str | Path | None = None, exclude: Sequence[str] = (), sample_rate_hz: int | None = None,
+             skip_silent: bool = False, genres_dir: str | Path | None = None,
+             progress: Progress = _noop) -> MixPlan:
+    """Analyse and plan only; write the plan YAML to ``plan_path`` (atomically)."""
+    profile = load_genre(genre, genres_dir)
+    work = Path(tempfile.mkdtemp(prefix="expertmix-work-"))
+    try:
+        stemset, analysis = analyse_session(stems_dir, cache_dir=work / "cache", role_overrides=role_overrides,
+                                            roles_file=roles_file, exclude=exclude, sample_rate_hz=sample_rate_hz,
+                                            skip_silent=skip_silent, progress=progress)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    plan = make_plan(stemset, analysis, genre=profile, preset=preset, target_lufs=target_lufs)
+    dump_plan(plan, plan_path)
+    return plan
+
+
+def describe(result: MixResult) -> dict[str, Any]:
+    """A short, plain summary (for --json output and logs)."""
+    m = result.master
+    return {"out_dir": str(result.out_dir), "master_lufs": m.master["integrated_lufs"],
+            "master_true_peak_dbtp": m.master["true_peak_dbtp"], "master_lra_lu": m.master["loudness_range_lu"],
+            "target_lufs": m.target_lufs, "within_target": m.within_target, "tracks": len(result.plan.tracks)}

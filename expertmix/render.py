@@ -1,0 +1,415 @@
+"""Offline rendering with the pyo DSP server. The only module that imports pyo.
+
+Design (see ``shared/ENGINE-NOTES.md`` for the pitfalls this avoids):
+
+* One offline server per render (``audio="offline"``, no duplex); stems stream from disk with
+  ``SfPlayer`` (WAV/AIFF at the session rate, prepared by :mod:`expertmix.stems`).
+* Every output is written by a ``Record`` object, never by the server's own output, which fades
+  in over the first 5 ms and applies a master amplitude. Records are stopped before shutdown.
+* Every object of the graph is kept referenced in :class:`_Graph` until the render has finished
+  (pyo renders silence for garbage-collected chains).
+* All dynamics are *gain computers*: ``Compress(detector, outputAmp=True)`` yields a gain aligned
+  with its input, applied to the undelayed signal. Track, bus and mix processing therefore have
+  zero latency, so stems, buses and the mix stay sample-aligned with the raw stems. Only the
+  master limiter looks ahead; :func:`render_master` reports that latency for the caller to trim.
+* Render lengths are whole numbers of server buffers, so recorded files need no trimming.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+os.environ.setdefault("PYO_GUI_WX", "0")
+import pyo  # noqa: E402  (the environment variable must be set first)
+
+from .errors import RenderError  # noqa: E402
+from .io import _zero_peak_timestamp  # noqa: E402
+from .plan import Compressor, EQBand, MasterPlan, MixPlan, TrackPlan  # noqa: E402
+from .units import db_to_gain  # noqa: E402
+
+#: Frames per pyo buffer. Render lengths are multiples of it.
+BUFFER_FRAMES = 1024
+#: pyo's ``Record`` sample type for 32-bit float files.
+_FLOAT32 = 3
+#: ``Record`` writes every ``buffering`` server buffers and drops a partial last chunk: use 1.
+_RECORD_BUFFERING = 1
+#: Peak-hold taps of the master limiter's detector (more taps = less release leak inside the hold).
+_LIMITER_TAPS = 8
+#: Butterworth Q values of a 4th-order high-pass as two biquads.
+_BUTTER4_Q = (0.5412, 1.3066)
+_BUTTER2_Q = 0.7071
+
+
+def render_frames(content_frames: int, tail_frames: int) -> int:
+    """Frames a render produces: content plus tail, rounded up to whole buffers."""
+    total = max(1, content_frames + tail_frames)
+    return int(math.ceil(total / BUFFER_FRAMES) * BUFFER_FRAMES)
+
+
+@dataclass
+class StemSource:
+    """What the renderer needs of one stem: a streamable file and its channel count."""
+
+    path: Path
+    channels: int
+
+
+@dataclass
+class _Graph:
+    """Holds a reference to every pyo object until the render is over."""
+
+    keep: list[Any] = field(default_factory=list)
+
+    def k(self, obj: Any) -> Any:
+        self.keep.append(obj)
+        return obj
+
+
+# -- small factories, one per declared effect ----------------------------------------------
+
+def _sdelay(g: _Graph, sig: Any, frames: int, sr: int) -> Any:
+    """Sample-exact delay (SDelay truncates, so aim half a sample late)."""
+    return g.k(pyo.SDelay(sig, delay=(frames + 0.5) / sr, maxdelay=(frames + 2) / sr))
+
+
+def _filters(g: _Graph, chans: list[Any], kind: int, freq_hz: float, qs: Sequence[float]) -> list[Any]:
+    out = chans
+    for q in qs:
+        out = [g.k(pyo.Biquad(c, freq=freq_hz, q=q, type=kind)) for c in out]
+    return out
+
+
+def _highpass(g: _Graph, chans: list[Any], freq_hz: float, slope_db_per_oct: int) -> list[Any]:
+    qs = _BUTTER4_Q if slope_db_per_oct >= 24 else (_BUTTER2_Q,)
+    return _filters(g, chans, 1, freq_hz, qs)
+
+
+def _eq(g: _Graph, chans: list[Any], bands: Sequence[EQBand], sr: int) -> list[Any]:
+    nyquist_hz = sr / 2.0
+    for band in bands:
+        if not band.enabled:
+            continue
+        freq = min(band.freq_hz, 0.45 * sr)
+        if band.kind == "highpass":
+            chans = _filters(g, chans, 1, freq, (band.q,))
+        elif band.kind == "lowpass":
+            if band.freq_hz >= nyquist_hz * 0.98:
+                continue
+            chans = _filters(g, chans, 0, freq, (band.q,))
+        elif band.gain_db != 0.0:
+            kind = {"peak": 0, "low_shelf": 1, "high_shelf": 2}[band.kind]
+            chans = [g.k(pyo.EQ(c, freq=freq, q=band.q, boost=band.gain_db, type=kind)) for c in chans]
+    return chans
+
+
+def _detector(g: _Graph, chans: list[Any]) -> Any:
+    """Stereo-linked level detector: max(|L|, |R|) (the signal itself for mono)."""
+    if len(chans) == 1:
+        return chans[0]
+    return g.k(pyo.Max(g.k(pyo.Abs(chans[0])), comp=g.k(pyo.Abs(chans[1]))))
+
+
+def _pyo_knee(knee_db: float) -> float:
+    """pyo's knee (0 hard .. 1 soft) spans 0.5 + 8.5*k dB below its (shifted) threshold."""
+    return min(1.0, max(0.0, (knee_db - 0.5) / 8.5))
+
+
+def _compress_gain(g: _Graph, detector: Any, threshold_db: float, ratio: float, attack_ms: float,
+                   release_ms: float, knee_db: float) -> Any:
+    """Gain signal (0..1) of a peak compressor fed by ``detector`` (zero latency)."""
+    knee = _pyo_knee(knee_db)
+    # pyo raises the threshold by 3*knee dB and puts the knee below it: centre the knee on threshold_db.
+    thresh = min(0.0, threshold_db - 3.0 * knee + (8.5 * knee + 0.5) / 2.0)
+    return g.k(pyo.Compress(detector, thresh=thresh, ratio=ratio, risetime=attack_ms / 1000.0,
+                            falltime=release_ms / 1000.0, lookahead=0.0, knee=knee, outputAmp=True))
+
+
+def _compressor(g: _Graph, chans: list[Any], comp: Compressor) -> list[Any]:
+    if not comp.enabled:
+        return chans
+    gain = _compress_gain(g, _detector(g, chans), comp.threshold_db, comp.ratio, comp.attack_ms,
+                          comp.release_ms, comp.knee_db)
+    makeup = db_to_gain(comp.makeup_db)
+    if comp.mix < 1.0:  # parallel: dry*(1-mix) + compressed*mix
+        gain = g.k(gain * (comp.mix * makeup) + (1.0 - comp.mix))
+    elif makeup != 1.0:
+        gain = g.k(gain * makeup)
+    return [g.k(c * gain) for c in chans]
+
+
+def _mono(g: _Graph, chans: list[Any]) -> Any:
+    return chans[0] if len(chans) == 1 else g.k((chans[0] + chans[1]) * 0.5)
+
+
+def _stereo(g: _Graph, left: Any, right: Any) -> Any:
+    """One 2-stream object from two single-stream ones (stream i -> voice i % 2)."""
+    return g.k(pyo.Mix([left, right], voices=2))
+
+
+def _split(g: _Graph, obj: Any, channels: int) -> list[Any]:
+    return [g.k(pyo.Sig(obj[i])) for i in range(channels)]
+
+
+# -- a track ------------------------------------------------------------------------------
+
+def _track_prefader(g: _Graph, t: TrackPlan, src: StemSource, sr: int) -> list[Any]:
+    """Player -> trim/polarity -> clean-up -> EQ -> gate -> compressor -> de-esser."""
+    trim = db_to_gain(t.trim_db) * (-1.0 if t.polarity_invert else 1.0)
+    player = g.k(pyo.SfPlayer(str(src.path), speed=1, loop=False, mul=trim))
+    chans = [player] if src.channels == 1 else _split(g, player, 2)
+    c = t.cleanup
+    if c.dc_remove:
+        chans = _filters(g, chans, 1, 5.0, (_BUTTER2_Q,))
+    if c.highpass_hz:
+        chans = _highpass(g, chans, c.highpass_hz, c.highpass_slope_db_per_oct)
+    if c.hum_notch_hz:
+        for k in range(1, c.hum_harmonics + 1):
+            f = c.hum_notch_hz * k
+            if f < 0.45 * sr:
+                chans = _filters(g, chans, 3, f, (c.hum_notch_q,))
+    chans = _eq(g, chans, t.eq, sr)
+    if t.gate.enabled:
+        gate = g.k(pyo.Gate(_detector(g, chans), thresh=t.gate.threshold_db, risetime=t.gate.attack_ms / 1000.0,
+                            falltime=t.gate.release_ms / 1000.0, lookahead=0.0, outputAmp=True))
+        floor = db_to_gain(-t.gate.range_db)
+        gain = g.k(gate * (1.0 - floor) + floor)
+        chans = [g.k(ch * gain) for ch in chans]
+    chans = _compressor(g, chans, t.compressor)
+    if t.deesser.enabled:
+        d = t.deesser
+        high = _filters(g, chans, 1, d.freq_hz, (_BUTTER2_Q,))
+        gain = _compress_gain(g, _detector(g, high), d.threshold_db, d.ratio, 0.5, d.release_ms, 2.0)
+        reduction = g.k(gain - 1.0)
+        chans = [g.k(ch + hi * reduction) for ch, hi in zip(chans, high)]
+    return chans
+
+
+def pan_matrix(pan: float, width: float, channels: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Coefficients ((L<-in0, L<-in1), (R<-in0, R<-in1)) of the pan/width stage.
+
+    Mono: constant-power sine/cosine law, -3 dB per side at centre. Stereo: mid/side width, then
+    balance (the opposite channel is scaled by 1 - |pan|), unity at centre.
+    """
+    if channels == 1:
+        theta = (pan + 1.0) * math.pi / 4.0
+        return ((math.cos(theta), 0.0), (math.sin(theta), 0.0))
+    a, b = (1.0 + width) / 2.0, (1.0 - width) / 2.0
+    left_gain = 1.0 - pan if pan > 0 else 1.0
+    right_gain = 1.0 + pan if pan < 0 else 1.0
+    return ((a * left_gain, b * left_gain), (b * right_gain, a * right_gain))
+
+
+def _pan(g: _Graph, chans: list[Any], pan: float, width: float, gain: float) -> Any:
+    (ll, lr), (rl, rr) = pan_matrix(pan, width, len(chans))
+    if len(chans) == 1:
+        return _stereo(g, g.k(chans[0] * (ll * gain)), g.k(chans[0] * (rl * gain)))
+    x, y = chans
+    left = g.k(x * (ll * gain)) if lr == 0.0 else g.k(x * (ll * gain) + y * (lr * gain))
+    right = g.k(y * (rr * gain)) if rl == 0.0 else g.k(x * (rl * gain) + y * (rr * gain))
+    return _stereo(g, left, right)
+
+
+# -- the whole mix ------------------------------------------------------------------------
+
+@dataclass
+class RenderedMix:
+    """Files written by :func:`render_mix` and the length of each (frames)."""
+
+    mix_path: Path
+    stem_paths: dict[str, Path]
+    frames: int
+    sample_rate_hz: int
+
+
+def _server(sr: int) -> Any:
+    server = pyo.Server(sr=sr, nchnls=2, duplex=0, audio="offline", buffersize=BUFFER_FRAMES)
+    server.setVerbosity(1)
+    server.boot()
+    if not server.getIsBooted():
+        raise RenderError("the pyo offline server did not boot")
+    return server
+
+
+def _run(server: Any, frames: int, sr: int, scratch: Path, records: list[Any]) -> None:
+    server.recordOptions(dur=frames / sr, filename=str(scratch), fileformat=0, sampletype=_FLOAT32)
+    try:
+        server.start()  # offline: blocks until the whole duration is computed
+    finally:
+        for r in records:
+            r.stop()
+        server.shutdown()
+        scratch.unlink(missing_ok=True)
+
+
+def _check_file(path: Path, frames: int) -> None:
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # pyo prints errors and carries on: verify what it wrote
+        raise RenderError(f"pyo did not write {path}: {exc}") from None
+    if info.frames != frames:
+        raise RenderError(f"{path} has {info.frames} frames, expected {frames}")
+    _zero_peak_timestamp(path)
+
+
+def render_mix(plan: MixPlan, sources: dict[str, StemSource], out_dir: Path, *, content_frames: int,
+               work_dir: Path) -> RenderedMix:
+    """Render ``plan`` to ``out_dir/mix.wav`` and ``out_dir/stems/<track>.wav`` (32-bit float).
+
+    ``sources`` maps track name -> streamable stem. ``content_frames`` is the longest stem.
+    """
+    sr = plan.sample_rate_hz
+    frames = render_frames(content_frames, int(round(plan.tail_s * sr)))
+    stems_dir = out_dir / "stems"
+    stems_dir.mkdir(parents=True, exist_ok=True)
+    server = _server(sr)
+    g = _Graph()
+    records: list[Any] = []
+    try:
+        prefader: dict[str, list[Any]] = {}
+        for t in plan.tracks:
+            if t.name not in sources:
+                raise RenderError(f"no stem file for track {t.name!r}")
+            prefader[t.name] = _track_prefader(g, t, sources[t.name], sr)
+        # Sidechain ducking: the trigger's processed, pre-fader level drives the target's gain.
+        for d in plan.ducking:
+            det = _detector(g, prefader[d.trigger])
+            gain = _compress_gain(g, det, d.threshold_db, d.ratio, d.attack_ms, d.release_ms, 0.0)
+            gain = g.k(pyo.Max(gain, comp=db_to_gain(-d.depth_db)))
+            prefader[d.target] = [g.k(ch * gain) for ch in prefader[d.target]]
+
+        bus_inputs: dict[str, list[Any]] = {b.name: [] for b in plan.buses}
+        bus_inputs["mix"] = []
+        fx_inputs: dict[str, list[Any]] = {f.name: [] for f in plan.fx}
+        stem_paths: dict[str, Path] = {}
+        for t in plan.tracks:
+            chans = prefader[t.name]
+            fader = 0.0 if t.mute else db_to_gain(t.gain_db)
+            out = _pan(g, chans, t.pan, t.width, fader)
+            path = stems_dir / f"{t.name}.wav"
+            records.append(g.k(pyo.Record(out, filename=str(path), chnls=2, fileformat=0, sampletype=_FLOAT32, buffering=_RECORD_BUFFERING)))
+            stem_paths[t.name] = path
+            if t.mute:
+                continue
+            bus_inputs[t.bus].append(out)
+            for s in t.sends:
+                src = _pan(g, chans, t.pan, t.width, 1.0) if s.pre_fader else out
+                fx_inputs[s.bus].append(g.k(src * db_to_gain(s.level_db)))
+
+        mix_parts = list(bus_inputs["mix"])
+        for b in plan.buses:
+            if not bus_inputs[b.name]:
+                continue
+            summed = g.k(pyo.Mix(bus_inputs[b.name], voices=2))
+            chans = _split(g, summed, 2)
+            chans = _eq(g, chans, b.eq, sr)
+            chans = _compressor(g, chans, b.compressor)
+            gain = db_to_gain(b.gain_db)
+            mix_parts.append(_stereo(g, g.k(chans[0] * gain), g.k(chans[1] * gain)))
+        for f in plan.fx:
+            if not fx_inputs[f.name]:
+                continue
+            summed = g.k(pyo.Mix(fx_inputs[f.name], voices=2))
+            ret = db_to_gain(f.return_db)
+            if f.kind == "reverb":
+                mono = _mono(g, _split(g, summed, 2))
+                x = _highpass(g, [mono], f.highpass_hz, 12)[0]
+                if f.predelay_ms > 0:
+                    x = _sdelay(g, x, int(round(f.predelay_ms * sr / 1000.0)), sr)
+                wet = g.k(pyo.STRev(x, inpos=0.5, revtime=f.decay_s, cutoff=f.lowpass_hz, bal=1.0,
+                                    roomSize=f.room_size, firstRefGain=-3.0, mul=ret))
+                mix_parts.append(wet)
+            else:
+                chans = _highpass(g, _split(g, summed, 2), f.highpass_hz, 12)
+                chans = _filters(g, chans, 0, min(f.lowpass_hz, 0.45 * sr), (_BUTTER2_Q,))
+                t_s = plan.delay_time_ms(f) / 1000.0
+                wet = [g.k(pyo.Delay(c, delay=t_s, feedback=f.feedback, maxdelay=t_s + 0.1, mul=ret)) for c in chans]
+                mix_parts.append(_stereo(g, wet[0], wet[1]))
+
+        if mix_parts:
+            mix = g.k(pyo.Mix(mix_parts, voices=2, mul=db_to_gain(plan.mix_gain_db)))
+        else:  # every track muted: a silent mix of the right length
+            mix = g.k(pyo.Sig([0.0, 0.0]))
+        mix_path = out_dir / "mix.wav"
+        records.append(g.k(pyo.Record(mix, filename=str(mix_path), chnls=2, fileformat=0, sampletype=_FLOAT32, buffering=_RECORD_BUFFERING)))
+        _run(server, frames, sr, work_dir / "server-scratch.wav", records)
+    except BaseException:
+        if server.getIsBooted():
+            for r in records:
+                r.stop()
+            server.shutdown()
+        raise
+    for p in [mix_path, *stem_paths.values()]:
+        _check_file(p, frames)
+    return RenderedMix(mix_path=mix_path, stem_paths=stem_paths, frames=frames, sample_rate_hz=sr)
+
+
+# -- mastering ----------------------------------------------------------------------------
+
+@dataclass
+class MasterSettings:
+    """The gains the loudness loop of :mod:`expertmix.master` chooses for one master render."""
+
+    pre_gain_db: float     # brings the mix to the chain's reference level (glue threshold reference)
+    drive_db: float        # gain into the limiter: sets the final loudness
+    limit_db: float        # the limiter's sample-peak threshold (below the true-peak ceiling)
+
+
+def limiter_latency_frames(master: MasterPlan, sr: int) -> int:
+    """Latency of the master chain (the limiter's lookahead), in frames."""
+    return int(round(master.limiter.lookahead_ms * sr / 1000.0))
+
+
+def render_master(mix_path: Path, out_path: Path, master: MasterPlan, settings: MasterSettings, *,
+                  sample_rate_hz: int, content_frames: int, work_dir: Path) -> int:
+    """Render the master chain on ``mix_path`` into ``out_path`` (float, delayed by the latency).
+
+    Chain: pre-gain -> EQ -> glue compressor -> drive -> look-ahead peak limiter. Returns the
+    latency in frames; the caller trims it. The limiter's detector holds each peak over the
+    look-ahead window (a max over delayed taps), so the gain is fully down when the delayed peak
+    passes; ``limit_db`` is a sample-peak threshold that the caller lowers until the true peak
+    (BS.1770 oversampled) meets the ceiling.
+    """
+    sr = sample_rate_hz
+    lat = limiter_latency_frames(master, sr)
+    frames = render_frames(content_frames + lat, 0)
+    server = _server(sr)
+    g = _Graph()
+    records: list[Any] = []
+    try:
+        player = g.k(pyo.SfPlayer(str(mix_path), speed=1, loop=False, mul=db_to_gain(settings.pre_gain_db)))
+        chans = _split(g, player, 2)
+        chans = _eq(g, chans, master.eq, sr)
+        chans = _compressor(g, chans, master.glue)
+        drive = db_to_gain(settings.drive_db)
+        chans = [g.k(c * drive) for c in chans]
+        det = _detector(g, chans)
+        held = det
+        for k in range(1, _LIMITER_TAPS + 1):
+            tap = _sdelay(g, det, int(round(k * lat / _LIMITER_TAPS)), sr)
+            held = g.k(pyo.Max(held, comp=tap))
+        gain = g.k(pyo.Compress(held, thresh=settings.limit_db, ratio=100.0, risetime=0.0002,
+                                falltime=master.limiter.release_ms / 1000.0, lookahead=0.0, knee=0.0,
+                                outputAmp=True))
+        out = [g.k(_sdelay(g, c, lat, sr) * gain) for c in chans]
+        rec = g.k(pyo.Record(_stereo(g, out[0], out[1]), filename=str(out_path), chnls=2, fileformat=0,
+                             sampletype=_FLOAT32, buffering=_RECORD_BUFFERING))
+        records.append(rec)
+        _run(server, frames, sr, work_dir / "server-scratch.wav", records)
+    except BaseException:
+        if server.getIsBooted():
+            for r in records:
+                r.stop()
+            server.shutdown()
+        raise
+    _check_file(out_path, frames)
+    return lat
+
+
+def pyo_version() -> str:
+    """Version of the pyo library (for reports and model cards)."""
+    return getattr(pyo, "PYO_VERSION", "unknown")
