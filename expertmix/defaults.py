@@ -70,6 +70,11 @@ STYLE_RATIO_SCALE = {"gentle": 0.75, "moderate": 1.0, "heavy": 1.35}
 #: Below this crest factor a stem is already dense: leave it uncompressed.
 MIN_CREST_TO_COMPRESS_DB = 8.0
 
+#: Roles whose own notes sit on mains harmonics (G1 = 49 Hz, ...): a hum notch needs stronger evidence.
+LOW_REGISTER_ROLES = {"bass", "kick", "drums", "toms", "synth"}
+#: Hum prominence (dB over the local floor) needed to notch a low-register stem.
+LOW_REGISTER_HUM_DB = 20.0
+
 #: Reverb level under the dry signal by role (LU); None = no send. ~9 LU for the lead (Pestana 2014).
 ROLE_REVERB_UNDER_LU: dict[str, float | None] = {
     "lead_vocal": 9.0, "backing_vocals": 8.0, "snare": 11.0, "toms": 13.0, "overheads": 15.0, "drums": 16.0,
@@ -157,8 +162,12 @@ def default_plan(stems: StemSet, analysis: SessionAnalysis, genre: GenreProfile)
         why["gain_db"] = _d("balance", "; ".join(reasons), t.gain_db)
         # -- clean-up
         hp = ROLE_HIGHPASS_HZ.get(s.role, 40.0)
-        t.cleanup = Cleanup(dc_remove=True, highpass_hz=hp,
-                            hum_notch_hz=int(a.hum_hz) if a.hum_hz in (50.0, 60.0) else None)
+        hum = a.hum_hz in (50.0, 60.0)
+        if hum and s.role in LOW_REGISTER_ROLES and a.hum_excess_db < LOW_REGISTER_HUM_DB:
+            hum = False
+            notes.append(f"{s.name}: a possible {a.hum_hz:.0f} Hz hum ({a.hum_excess_db:.1f} dB over the floor) was not "
+                         f"notched: {s.role} notes sit on mains harmonics; notch it in the plan if you hear hum")
+        t.cleanup = Cleanup(dc_remove=True, highpass_hz=hp, hum_notch_hz=int(a.hum_hz) if hum else None)
         why["cleanup.highpass_hz"] = _d("high-pass", f"{s.role}: nothing useful below {hp:.0f} Hz"
                                         + (" (rumble filter only: the low end is this stem's job)" if hp <= 30 else ""), hp)
         why["cleanup.dc_remove"] = _d("dc", f"DC offset measured {a.dc_offset:.4f}" if a.dc_offset > 1e-3 else
@@ -298,6 +307,16 @@ def _predicted_lufs(tracks: list[TrackPlan], analysis: SessionAnalysis) -> float
     return 10.0 * math.log10(power) if power > 0 else -200.0
 
 
+def _predicted_peak_db(tracks: list[TrackPlan], analysis: SessionAnalysis) -> float:
+    """Rough peak of a sum of tracks: the loudest member's peak after trim and fader, plus 1 dB
+    per doubling of the member count (peaks of different sources rarely coincide)."""
+    peaks = [analysis.stems[t.name].peak_dbfs + t.trim_db + t.gain_db
+             - (3.0 if analysis.stems[t.name].channels == 1 else 0.0) for t in tracks if not t.mute]
+    if not peaks:
+        return -200.0
+    return max(peaks) + math.log2(len(peaks))
+
+
 def _buses(plan: MixPlan, stems: StemSet, analysis: SessionAnalysis) -> None:
     styles = {"drums": (2.0, 30.0, 150.0, 5.0, "drum bus glue: 2-3 dB on the hits, attack lets the transients through"),
               "vocals": (1.5, 20.0, 150.0, 4.0, "vocal bus: gentle glue for lead and backing vocals"),
@@ -307,12 +326,11 @@ def _buses(plan: MixPlan, stems: StemSet, analysis: SessionAnalysis) -> None:
         if not members:
             continue
         ratio, attack, release, under, reason = styles[family]
-        level = _predicted_lufs(members, analysis)
-        crest = max(analysis.stems[t.name].crest_db for t in members)
-        thr = round(max(-60.0, min(-1.0, level + crest - under)), 1)
+        peak = _predicted_peak_db(members, analysis)
+        thr = round(max(-60.0, min(-1.0, peak - under)), 1)
         bus = GroupBus(name=family, compressor=Compressor(enabled=True, threshold_db=thr, ratio=ratio, attack_ms=attack,
                                                           release_ms=release, knee_db=6.0))
-        bus.why["compressor"] = _d("bus-glue", f"{reason}; threshold {under:.0f} dB under the predicted bus peaks", True)
+        bus.why["compressor"] = _d("bus-glue", f"{reason}; threshold {under:.0f} dB under the predicted bus peak ({peak:.1f} dBFS)", True)
         plan.buses.append(bus)
 
 
@@ -377,8 +395,6 @@ def master_for(genre: GenreProfile, preset_name: str | None = None, target_lufs:
     target = target_lufs if target_lufs is not None else (
         genre.master.target_lufs if preset_name is None and genre.master.target_lufs is not None else p.target_lufs)
     ceiling = genre.master.ceiling_dbtp if preset_name is None and genre.master.ceiling_dbtp is not None else p.ceiling_dbtp
-    if target > -14.0:
-        ceiling = min(ceiling, -2.0)  # louder than -14 LUFS: 2 dB of true-peak headroom (Spotify)
     m = MasterPlan(preset=p.name if target_lufs is None else "custom", target_lufs=target)
     m.limiter.ceiling_dbtp = ceiling
     m.glue = Compressor(enabled=True, threshold_db=genre.master.glue_threshold_db, ratio=genre.master.glue_ratio,

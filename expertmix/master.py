@@ -9,6 +9,7 @@ peak (4x oversampled) is at or below the ceiling.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,8 +24,12 @@ CHAIN_REFERENCE_LUFS = -20.0
 #: Integrated loudness below which a mix counts as silent and is not mastered.
 SILENT_MIX_LUFS = -70.0
 #: Extra margin under the true-peak ceiling for the limiter's first sample-peak threshold.
-_FIRST_MARGIN_DB = 0.3
-_MAX_PASSES = 8
+_FIRST_MARGIN_DB = 0.6
+_MAX_PASSES = 10
+#: Largest change of limiter drive per pass, and most drive beyond the plain loudness gain.
+_MAX_STEP_DB, _MAX_EXTRA_DRIVE_DB = 4.0, 12.0
+#: Shortest limiter release the loop may use for loud targets (faster distorts lows).
+_MIN_RELEASE_MS = 5.0
 
 
 @dataclass(frozen=True)
@@ -38,13 +43,14 @@ class Preset:
 
 
 #: Delivery presets (MIXING-FACTS.md "Delivery": Spotify/YouTube -14, Apple -16, EBU R128 -23;
-#: masters louder than -14 LUFS keep 2 dB of true-peak headroom, per Spotify's guidance).
+#: Spotify advises 2 dB of true-peak headroom for masters louder than -14 LUFS).
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         Preset("streaming", -14.0, -1.0, "Spotify, YouTube, Tidal, Amazon: -14 LUFS, -1 dBTP"),
         Preset("apple", -16.0, -1.0, "Apple Music / AES TD1008: -16 LUFS, -1 dBTP"),
-        Preset("loud", -9.0, -2.0, "club and loud masters: -9 LUFS, -2 dBTP"),
+        Preset("loud", -9.0, -1.0, "club and loud masters: -9 LUFS, -1 dBTP (Spotify advises -2 dBTP above -14 LUFS: "
+                               "pass --ceiling -2 for that)"),
         Preset("broadcast", -23.0, -1.0, "EBU R128 broadcast: -23 LUFS, -1 dBTP"),
     )
 }
@@ -71,6 +77,7 @@ class MasterResult:
     pre_gain_db: float
     drive_db: float
     limit_db: float
+    release_ms: float
     passes: int
     within_target: bool
     notes: list[str] = field(default_factory=list)
@@ -94,11 +101,11 @@ def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_
         copy_wav(mix_path, out_path, start_frame=0, frames=frames, subtype="PCM_24")
         notes.append("the mix is silent: the master is a copy of it, not normalised")
         return MasterResult(out_path, target, ceiling, mix_stats.to_dict(), mix_stats.to_dict(), 0.0, 0.0, 0.0,
-                            0, False, notes)
+                            plan.limiter.release_ms, 0, False, notes)
 
     pre = CHAIN_REFERENCE_LUFS - mix_stats.integrated_lufs
     settings = MasterSettings(pre_gain_db=pre, drive_db=target - CHAIN_REFERENCE_LUFS,
-                              limit_db=ceiling - _FIRST_MARGIN_DB)
+                              limit_db=ceiling - _FIRST_MARGIN_DB, release_ms=plan.limiter.release_ms)
     history: list[tuple[float, float]] = []  # (drive_db, measured lufs)
     stats: LoudnessStats | None = None
     latency = 0
@@ -110,15 +117,26 @@ def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_
         err_lu = target - stats.integrated_lufs
         over_db = stats.true_peak_dbtp - ceiling
         history.append((settings.drive_db, stats.integrated_lufs))
+        if os.environ.get("EXPERTMIX_DEBUG_MASTER"):
+            print(f"pass {passes}: drive {settings.drive_db:.2f} limit {settings.limit_db:.2f} "
+                  f"release {settings.release_ms:.0f} -> "
+                  f"{stats.integrated_lufs:.2f} LUFS {stats.true_peak_dbtp:.2f} dBTP {stats.sample_peak_dbfs:.2f} dBFS")
         # aim for the middle of the tolerance: 0.2 LU, well inside the +-0.5 promise
         if abs(err_lu) <= min(0.2, plan.tolerance_lu) and over_db <= 0.0:
             break
-        limit = settings.limit_db - (over_db + 0.05 if over_db > 0 else 0.0)
+        limit = settings.limit_db - (over_db + 0.1 if over_db > 0 else 0.0)
         slope = 1.0  # LU of loudness per dB of drive; < 1 when the limiter works hard
         if len(history) >= 2 and abs(history[-1][0] - history[-2][0]) > 1e-6:
             slope = (history[-1][1] - history[-2][1]) / (history[-1][0] - history[-2][0])
-            slope = min(1.2, max(0.25, slope))
-        settings = MasterSettings(pre_gain_db=pre, drive_db=settings.drive_db + err_lu / slope, limit_db=limit)
+            slope = min(1.2, max(0.2, slope))
+        release = settings.release_ms
+        if err_lu > 0.2 and len(history) >= 2 and slope < 0.35 and release > _MIN_RELEASE_MS:
+            # more drive no longer adds loudness: the release holds the gain down between peaks
+            release = max(_MIN_RELEASE_MS, release / 2.0)
+            slope = 1.0
+        step = max(-_MAX_STEP_DB, min(_MAX_STEP_DB, err_lu / slope))
+        drive = min(settings.drive_db + step, target - CHAIN_REFERENCE_LUFS + _MAX_EXTRA_DRIVE_DB)
+        settings = MasterSettings(pre_gain_db=pre, drive_db=drive, limit_db=limit, release_ms=release)
     assert stats is not None
     copy_wav(raw, out_path, start_frame=latency, frames=frames, subtype="PCM_24")
     final = measure_loudness_file(str(out_path))
@@ -128,10 +146,13 @@ def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_
         notes.append(f"master missed its target: {final.integrated_lufs:.2f} LUFS / {final.true_peak_dbtp:.2f} dBTP "
                      f"for {target:.1f} LUFS / {ceiling:.1f} dBTP after {passes} passes")
     gr = settings.drive_db + pre + mix_stats.integrated_lufs - final.integrated_lufs
+    if settings.release_ms < plan.limiter.release_ms:
+        notes.append(f"to reach {target:.1f} LUFS the limiter release was shortened from {plan.limiter.release_ms:.0f} "
+                     f"to {settings.release_ms:.0f} ms: listen for distortion in the low end")
     if gr > 6.0:
         notes.append(f"the limiter removes about {gr:.1f} dB of loudness-relevant level: a lower target or more "
                      "mix-bus compression would pump less")
     if final.true_peak_dbtp > ceiling + 0.05:
         raise RenderError(f"master true peak {final.true_peak_dbtp:.2f} dBTP exceeds the ceiling {ceiling:.1f} dBTP")
     return MasterResult(out_path, target, ceiling, mix_stats.to_dict(), final.to_dict(), settings.pre_gain_db,
-                        settings.drive_db, settings.limit_db, passes, ok, notes)
+                        settings.drive_db, settings.limit_db, settings.release_ms, passes, ok, notes)

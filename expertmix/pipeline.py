@@ -22,7 +22,7 @@ from .errors import InputError, PlanError
 from .genres import GenreProfile, load_genre
 from .io import atomic_write_text, staged_output
 from .master import MasterResult, master_mix
-from .plan import MixPlan, dump_plan, load_plan
+from .plan import Decision, MixPlan, dump_plan, load_plan
 from .stems import Stem, StemSet, load_stems
 from .tempo import estimate_tempo_bpm, onset_envelope
 
@@ -79,13 +79,16 @@ def analyse_session(stems_dir: str | Path, *, cache_dir: Path, role_overrides: M
 
 
 def make_plan(stemset: StemSet, analysis: SessionAnalysis, *, genre: str | GenreProfile = "pop",
-              preset: str | None = None, target_lufs: float | None = None, genres_dir: str | Path | None = None,
-              planner: Planner = default_plan) -> MixPlan:
+              preset: str | None = None, target_lufs: float | None = None, ceiling_dbtp: float | None = None,
+              genres_dir: str | Path | None = None, planner: Planner = default_plan) -> MixPlan:
     """Run a planner and apply the delivery target; returns a validated plan."""
     profile = genre if isinstance(genre, GenreProfile) else load_genre(genre, genres_dir)
     plan = planner(stemset, analysis, profile)
     if preset is not None or target_lufs is not None:
         plan.master = master_for(profile, preset, target_lufs)
+    if ceiling_dbtp is not None:
+        plan.master.limiter.ceiling_dbtp = ceiling_dbtp
+        plan.master.why["limiter.ceiling_dbtp"] = Decision(source="user", reason="set by --ceiling", value=ceiling_dbtp)
     plan.expertmix_version = __version__
     return MixPlan.model_validate(plan.model_dump())  # re-validate everything a planner set
 
@@ -121,7 +124,7 @@ def _render_into(stage: Path, plan: MixPlan, stemset: StemSet, work: Path, progr
 
 
 def run_mix(stems_dir: str | Path, out_dir: str | Path, *, genre: str = "pop", preset: str | None = None,
-            target_lufs: float | None = None, role_overrides: Mapping[str, str] | None = None,
+            target_lufs: float | None = None, ceiling_dbtp: float | None = None, role_overrides: Mapping[str, str] | None = None,
             roles_file: str | Path | None = None, exclude: Sequence[str] = (), sample_rate_hz: int | None = None,
             skip_silent: bool = False, overwrite: bool = False, genres_dir: str | Path | None = None,
             planner: Planner = default_plan, progress: Progress = _noop) -> MixResult:
@@ -138,7 +141,8 @@ def run_mix(stems_dir: str | Path, out_dir: str | Path, *, genre: str = "pop", p
                                                 skip_silent=skip_silent, progress=progress)
             timings["load_and_analyse_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            plan = make_plan(stemset, analysis, genre=profile, preset=preset, target_lufs=target_lufs, planner=planner)
+            plan = make_plan(stemset, analysis, genre=profile, preset=preset, target_lufs=target_lufs,
+                             ceiling_dbtp=ceiling_dbtp, planner=planner)
             timings["plan_s"] = time.perf_counter() - t0
             master = _render_into(stage, plan, stemset, work, progress, timings, analysis)
         finally:
@@ -174,7 +178,7 @@ def run_render(plan_or_path: MixPlan | str | Path, out_dir: str | Path, *, stems
 
 
 def run_plan(stems_dir: str | Path, plan_path: str | Path, *, genre: str = "pop", preset: str | None = None,
-             target_lufs: float | None = None, role_overrides: Mapping[str, str] | None = None,
+             target_lufs: float | None = None, ceiling_dbtp: float | None = None, role_overrides: Mapping[str, str] | None = None,
              roles_file: str | Path | None = None, exclude: Sequence[str] = (), sample_rate_hz: int | None = None,
              skip_silent: bool = False, genres_dir: str | Path | None = None,
              progress: Progress = _noop) -> MixPlan:
@@ -187,7 +191,8 @@ def run_plan(stems_dir: str | Path, plan_path: str | Path, *, genre: str = "pop"
                                             skip_silent=skip_silent, progress=progress)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    plan = make_plan(stemset, analysis, genre=profile, preset=preset, target_lufs=target_lufs)
+    plan = make_plan(stemset, analysis, genre=profile, preset=preset, target_lufs=target_lufs,
+                     ceiling_dbtp=ceiling_dbtp)
     dump_plan(plan, plan_path)
     return plan
 

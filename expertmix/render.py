@@ -36,8 +36,13 @@ BUFFER_FRAMES = 1024
 _FLOAT32 = 3
 #: ``Record`` writes every ``buffering`` server buffers and drops a partial last chunk: use 1.
 _RECORD_BUFFERING = 1
-#: Peak-hold taps of the master limiter's detector (more taps = less release leak inside the hold).
-_LIMITER_TAPS = 8
+#: The limiter's running maximum is built from runs of this many one-sample delays.
+_HOLD_RUN = 16
+#: pyo's Compress and Gate clip their envelope at 1.0 (0 dBFS) before converting to dB, so a
+#: detector above full scale (hot trims, sums, limiter drive) would be under-compressed. Every
+#: detector is therefore fed 48 dB down and every threshold lowered by the same amount.
+_DETECTOR_HEADROOM_DB = 48.0
+_DETECTOR_SCALE = 10.0 ** (-_DETECTOR_HEADROOM_DB / 20.0)
 #: Butterworth Q values of a 4th-order high-pass as two biquads.
 _BUTTER4_Q = (0.5412, 1.3066)
 _BUTTER2_Q = 0.7071
@@ -106,10 +111,18 @@ def _eq(g: _Graph, chans: list[Any], bands: Sequence[EQBand], sr: int) -> list[A
 
 
 def _detector(g: _Graph, chans: list[Any]) -> Any:
-    """Stereo-linked level detector: max(|L|, |R|) (the signal itself for mono)."""
+    """Stereo-linked level detector: max(|L|, |R|) (|x| for mono), scaled by ``_DETECTOR_SCALE``.
+
+    Thresholds passed to pyo must be lowered by ``_DETECTOR_HEADROOM_DB`` (see ``_thresh``).
+    """
     if len(chans) == 1:
-        return chans[0]
-    return g.k(pyo.Max(g.k(pyo.Abs(chans[0])), comp=g.k(pyo.Abs(chans[1]))))
+        return g.k(pyo.Abs(chans[0], mul=_DETECTOR_SCALE))
+    return g.k(pyo.Max(g.k(pyo.Abs(chans[0], mul=_DETECTOR_SCALE)), comp=g.k(pyo.Abs(chans[1], mul=_DETECTOR_SCALE))))
+
+
+def _thresh(threshold_db: float) -> float:
+    """A threshold in dBFS as pyo must see it on a scaled detector."""
+    return threshold_db - _DETECTOR_HEADROOM_DB
 
 
 def _pyo_knee(knee_db: float) -> float:
@@ -122,7 +135,7 @@ def _compress_gain(g: _Graph, detector: Any, threshold_db: float, ratio: float, 
     """Gain signal (0..1) of a peak compressor fed by ``detector`` (zero latency)."""
     knee = _pyo_knee(knee_db)
     # pyo raises the threshold by 3*knee dB and puts the knee below it: centre the knee on threshold_db.
-    thresh = min(0.0, threshold_db - 3.0 * knee + (8.5 * knee + 0.5) / 2.0)
+    thresh = _thresh(threshold_db - 3.0 * knee + (8.5 * knee + 0.5) / 2.0)
     return g.k(pyo.Compress(detector, thresh=thresh, ratio=ratio, risetime=attack_ms / 1000.0,
                             falltime=release_ms / 1000.0, lookahead=0.0, knee=knee, outputAmp=True))
 
@@ -172,7 +185,7 @@ def _track_prefader(g: _Graph, t: TrackPlan, src: StemSource, sr: int) -> list[A
                 chans = _filters(g, chans, 3, f, (c.hum_notch_q,))
     chans = _eq(g, chans, t.eq, sr)
     if t.gate.enabled:
-        gate = g.k(pyo.Gate(_detector(g, chans), thresh=t.gate.threshold_db, risetime=t.gate.attack_ms / 1000.0,
+        gate = g.k(pyo.Gate(_detector(g, chans), thresh=_thresh(t.gate.threshold_db), risetime=t.gate.attack_ms / 1000.0,
                             falltime=t.gate.release_ms / 1000.0, lookahead=0.0, outputAmp=True))
         floor = db_to_gain(-t.gate.range_db)
         gain = g.k(gate * (1.0 - floor) + floor)
@@ -357,6 +370,22 @@ class MasterSettings:
     pre_gain_db: float     # brings the mix to the chain's reference level (glue threshold reference)
     drive_db: float        # gain into the limiter: sets the final loudness
     limit_db: float        # the limiter's sample-peak threshold (below the true-peak ceiling)
+    release_ms: float      # the limiter's release (shortened by the loop for loud targets)
+
+
+def _running_max(g: _Graph, det: Any, window_frames: int, sr: int) -> Any:
+    """max(det[t - window_frames .. t]), sample-exact: a dense hold built from delays and maxima.
+
+    A run of ``_HOLD_RUN`` one-sample delays gives the maximum over 16 samples; delayed copies of
+    that every 16 samples extend it over the whole window (about 30 cheap objects for 5 ms).
+    """
+    short = det
+    for k in range(1, _HOLD_RUN):
+        short = g.k(pyo.Max(short, comp=_sdelay(g, det, k, sr)))
+    held = short
+    for j in range(1, int(math.ceil(max(0, window_frames - (_HOLD_RUN - 1)) / _HOLD_RUN)) + 1):
+        held = g.k(pyo.Max(held, comp=_sdelay(g, short, j * _HOLD_RUN, sr)))
+    return held
 
 
 def limiter_latency_frames(master: MasterPlan, sr: int) -> int:
@@ -370,7 +399,7 @@ def render_master(mix_path: Path, out_path: Path, master: MasterPlan, settings: 
 
     Chain: pre-gain -> EQ -> glue compressor -> drive -> look-ahead peak limiter. Returns the
     latency in frames; the caller trims it. The limiter's detector holds each peak over the
-    look-ahead window (a max over delayed taps), so the gain is fully down when the delayed peak
+    look-ahead window (a dense running maximum), so the gain is fully down when the delayed peak
     passes; ``limit_db`` is a sample-peak threshold that the caller lowers until the true peak
     (BS.1770 oversampled) meets the ceiling.
     """
@@ -387,13 +416,11 @@ def render_master(mix_path: Path, out_path: Path, master: MasterPlan, settings: 
         chans = _compressor(g, chans, master.glue)
         drive = db_to_gain(settings.drive_db)
         chans = [g.k(c * drive) for c in chans]
-        det = _detector(g, chans)
-        held = det
-        for k in range(1, _LIMITER_TAPS + 1):
-            tap = _sdelay(g, det, int(round(k * lat / _LIMITER_TAPS)), sr)
-            held = g.k(pyo.Max(held, comp=tap))
-        gain = g.k(pyo.Compress(held, thresh=settings.limit_db, ratio=100.0, risetime=0.0002,
-                                falltime=master.limiter.release_ms / 1000.0, lookahead=0.0, knee=0.0,
+        held = _running_max(g, _detector(g, chans), lat, sr)
+        # attack: 1/8 of the look-ahead, so the gain is fully down (e^-8) when the delayed peak passes
+        gain = g.k(pyo.Compress(held, thresh=_thresh(settings.limit_db), ratio=100.0,
+                                risetime=master.limiter.lookahead_ms / 1000.0 / 8.0,
+                                falltime=settings.release_ms / 1000.0, lookahead=0.0, knee=0.0,
                                 outputAmp=True))
         out = [g.k(_sdelay(g, c, lat, sr) * gain) for c in chans]
         rec = g.k(pyo.Record(_stereo(g, out[0], out[1]), filename=str(out_path), chnls=2, fileformat=0,

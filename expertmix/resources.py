@@ -13,10 +13,10 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 def data_dir(name: str) -> Path:
-    """Folder of bundled data ``name`` ("rules", "genres", "models" or "demo")."""
+    """Folder of bundled data ``name`` ("rules", "genres", "models" or "demo", which ships inside the package)."""
     env = os.environ.get("EXPERTMIX_DATA")
     candidates = [Path(env) / name] if env else []
-    candidates += [_PACKAGE / "_data" / name, _PACKAGE.parent / name]
+    candidates += [_PACKAGE / name, _PACKAGE / "_data" / name, _PACKAGE.parent / name]
     for c in candidates:
         if c.is_dir():
             return c
