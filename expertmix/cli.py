@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__
 from .errors import ExpertmixError, InputError
@@ -30,7 +31,7 @@ DEMO_OUT = Path("expertmix-demo")
 
 
 def _fail(exc: ExpertmixError) -> None:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
 
 
@@ -98,7 +99,7 @@ def _summary(result, quiet: bool, as_json: bool) -> None:  # type: ignore[no-unt
     err.print(f"master: {m.master['integrated_lufs']:.1f} LUFS, {m.master['true_peak_dbtp']:.1f} dBTP, "
               f"LRA {m.master['loudness_range_lu']:.1f} LU ({ok})")
     for note in result.plan.notes + m.notes:
-        err.print(f"  note: {note}", highlight=False)
+        err.print(f"  note: {escape(note)}", highlight=False)
     err.print(f"wrote {result.out_dir}/: master.wav mix.wav stems/ plan.yaml report.md", highlight=False)
 
 
@@ -277,7 +278,7 @@ def main() -> None:
     except SystemExit as exc:  # click's usage errors exit 2 already; keep codes as they are
         raise exc
     except Exception as exc:  # an unexpected failure: say so plainly, exit 1
-        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
+        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
                   "please report it with the command you ran", highlight=False)
         sys.exit(1)
 
