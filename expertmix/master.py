@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import InputError, RenderError
-from .io import copy_wav
-from .loudness import LoudnessStats, measure_loudness_file
+import numpy as np
+
+from .io import copy_wav, iter_blocks
+from .loudness import LoudnessMeter, LoudnessStats, measure_loudness_file
 from .plan import MasterPlan
 from .render import MasterSettings, render_master
 
@@ -65,6 +67,37 @@ def preset(name: str) -> Preset:
                          hint=f"use one of {', '.join(PRESETS)} or --target-lufs") from None
 
 
+#: Master-minus-mix gain spread (p5..p95 over the loud 400 ms blocks) above which pumping is audible.
+PUMPING_LU = 1.5
+
+
+def _momentary(path: Path) -> np.ndarray:
+    meter: LoudnessMeter | None = None
+    for block in iter_blocks(path):
+        if meter is None:
+            import soundfile as sf
+
+            meter = LoudnessMeter(sf.info(str(path)).samplerate, block.shape[1], track_peaks=False)
+        meter.process(block)
+    return meter.momentary_lufs() if meter is not None else np.zeros(0)
+
+
+def gain_modulation_lu(mix_path: Path, master_path: Path) -> float:
+    """How much the master chain's gain moves: the p5..p95 spread of master minus mix momentary
+    loudness over the blocks within 20 LU of the loudest. A static gain reads ~0; pumping reads
+    several LU."""
+    a, b = _momentary(mix_path), _momentary(master_path)
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0.0
+    a, b = a[:n], b[:n]
+    active = a > a.max() - 20.0
+    if not active.any():
+        return 0.0
+    p5, p95 = np.percentile((b - a)[active], [5, 95])
+    return round(float(p95 - p5), 2)
+
+
 @dataclass
 class MasterResult:
     """What the loudness loop did and what the master measures."""
@@ -81,6 +114,7 @@ class MasterResult:
     passes: int
     within_target: bool
     notes: list[str] = field(default_factory=list)
+    gain_modulation_lu: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
@@ -101,7 +135,7 @@ def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_
         copy_wav(mix_path, out_path, start_frame=0, frames=frames, subtype="PCM_24")
         notes.append("the mix is silent: the master is a copy of it, not normalised")
         return MasterResult(out_path, target, ceiling, mix_stats.to_dict(), mix_stats.to_dict(), 0.0, 0.0, 0.0,
-                            plan.limiter.release_ms, 0, False, notes)
+                            plan.limiter.release_ms, 0, False, notes, 0.0)
 
     pre = CHAIN_REFERENCE_LUFS - mix_stats.integrated_lufs
     settings = MasterSettings(pre_gain_db=pre, drive_db=target - CHAIN_REFERENCE_LUFS,
@@ -146,6 +180,10 @@ def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_
         notes.append(f"master missed its target: {final.integrated_lufs:.2f} LUFS / {final.true_peak_dbtp:.2f} dBTP "
                      f"for {target:.1f} LUFS / {ceiling:.1f} dBTP after {passes} passes")
     gr = settings.drive_db + pre + mix_stats.integrated_lufs - final.integrated_lufs
+    modulation = gain_modulation_lu(mix_path, out_path)
+    if modulation > PUMPING_LU:
+        notes.append(f"the master's gain moves by {modulation:.1f} LU between loud and quiet moments (pumping): "
+                     "a lower loudness target would keep the mix's dynamics")
     if settings.release_ms < plan.limiter.release_ms:
         notes.append(f"to reach {target:.1f} LUFS the limiter release was shortened from {plan.limiter.release_ms:.0f} "
                      f"to {settings.release_ms:.0f} ms: listen for distortion in the low end")
@@ -155,4 +193,4 @@ def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_
     if final.true_peak_dbtp > ceiling + 0.05:
         raise RenderError(f"master true peak {final.true_peak_dbtp:.2f} dBTP exceeds the ceiling {ceiling:.1f} dBTP")
     return MasterResult(out_path, target, ceiling, mix_stats.to_dict(), final.to_dict(), settings.pre_gain_db,
-                        settings.drive_db, settings.limit_db, settings.release_ms, passes, ok, notes)
+                        settings.drive_db, settings.limit_db, settings.release_ms, passes, ok, notes, modulation)

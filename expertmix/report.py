@@ -54,6 +54,7 @@ def write_report(path: Path, plan: MixPlan, stems: StemSet, master: MasterResult
         f"| true peak (4× oversampled) | {m['true_peak_dbtp']:.2f} dBTP | ≤ {master.ceiling_dbtp:.1f} dBTP |",
         f"| loudness range (EBU Tech 3342) | {m['loudness_range_lu']:.1f} LU | |",
         f"| max short-term loudness | {m['short_term_max_lufs']:.1f} LUFS | |",
+        f"| gain modulation by the master chain (pumping) | {master.gain_modulation_lu:.2f} LU | < 1.5 LU |",
         f"| unmastered mix | {master.mix['integrated_lufs']:.2f} LUFS, {master.mix['true_peak_dbtp']:.2f} dBTP, "
         f"LRA {master.mix['loudness_range_lu']:.1f} LU | |", "",
         f"Loudness loop: {master.passes} pass(es); gain into the chain {master.pre_gain_db:+.1f} dB, "

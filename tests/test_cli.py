@@ -45,6 +45,9 @@ def test_demo_master_meets_streaming_target(demo_out: Path) -> None:
     stats = measure_loudness_file(str(demo_out / "master.wav"))
     assert abs(stats.integrated_lufs - (-14.0)) <= 0.5
     assert stats.true_peak_dbtp <= -1.0 + 0.05
+    from expertmix.master import gain_modulation_lu
+
+    assert gain_modulation_lu(demo_out / "mix.wav", demo_out / "master.wav") < 0.5  # no audible pumping
     report = (demo_out / "report.md").read_text()
     assert "Target met" in report and "hum found and notched" in report
 
