@@ -125,19 +125,23 @@ def _thresh(threshold_db: float) -> float:
     return threshold_db - _DETECTOR_HEADROOM_DB
 
 
-def _pyo_knee(knee_db: float) -> float:
-    """pyo's knee (0 hard .. 1 soft) spans 0.5 + 8.5*k dB below its (shifted) threshold."""
-    return min(1.0, max(0.0, (knee_db - 0.5) / 8.5))
-
-
 def _compress_gain(g: _Graph, detector: Any, threshold_db: float, ratio: float, attack_ms: float,
                    release_ms: float, knee_db: float) -> Any:
-    """Gain signal (0..1) of a peak compressor fed by ``detector`` (zero latency)."""
-    knee = _pyo_knee(knee_db)
-    # pyo raises the threshold by 3*knee dB and puts the knee below it: centre the knee on threshold_db.
-    thresh = _thresh(threshold_db - 3.0 * knee + (8.5 * knee + 0.5) / 2.0)
-    return g.k(pyo.Compress(detector, thresh=thresh, ratio=ratio, risetime=attack_ms / 1000.0,
-                            falltime=release_ms / 1000.0, lookahead=0.0, knee=knee, outputAmp=True))
+    """Gain signal (0..1) of a peak compressor fed by a scaled ``detector`` (zero latency).
+
+    pyo's own ``knee`` does nothing below its threshold (its knee branch only computes gains
+    above 1, which it clips), so the soft knee is built here: the geometric mean of two hard-knee
+    gain computers at ``threshold_db -/+ knee_db/2``. The static curve is then exact outside the
+    knee and, inside it, reduces at half the ratio's slope (a piecewise-linear soft knee in dB).
+    """
+    def hard(thresh_db: float) -> Any:
+        return g.k(pyo.Compress(detector, thresh=_thresh(thresh_db), ratio=ratio, risetime=attack_ms / 1000.0,
+                                falltime=release_ms / 1000.0, lookahead=0.0, knee=0.0, outputAmp=True))
+
+    if knee_db < 0.5:
+        return hard(threshold_db)
+    lower, upper = hard(threshold_db - knee_db / 2.0), hard(threshold_db + knee_db / 2.0)
+    return g.k(pyo.Sqrt(lower * upper))
 
 
 def _compressor(g: _Graph, chans: list[Any], comp: Compressor) -> list[Any]:
@@ -247,7 +251,9 @@ def _server(sr: int) -> Any:
 
 
 def _run(server: Any, frames: int, sr: int, scratch: Path, records: list[Any]) -> None:
-    server.recordOptions(dur=frames / sr, filename=str(scratch), fileformat=0, sampletype=_FLOAT32)
+    # pyo renders ceil(dur * sr / buffersize) buffers: aim inside the last buffer, or float
+    # rounding (13 * 1024 / 44100 * 44100 / 1024 = 13.000000000000002) adds one more
+    server.recordOptions(dur=(frames - 0.5) / sr, filename=str(scratch), fileformat=0, sampletype=_FLOAT32)
     try:
         server.start()  # offline: blocks until the whole duration is computed
     finally:
