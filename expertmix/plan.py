@@ -206,6 +206,21 @@ class MasterPlan(_Model):
     why: Why = Field(default_factory=dict)
 
 
+FindingKind = Literal["dc_offset", "hum", "rumble", "clicks", "clipping", "low_level", "hot_level", "noise",
+                      "silent", "phase", "imbalance", "other"]
+
+
+class Finding(_Model):
+    """A problem found in a raw stem, and what the plan does about it."""
+
+    stem: str = Field(description="stem name")
+    kind: FindingKind = Field(description="what was found")
+    action: Literal["repaired", "flagged"] = Field(description="repaired by the plan, or flagged for the engineer")
+    measured: float | None = Field(None, description="the measurement that found it (unit in ``detail``)")
+    detail: str = Field("", description="one sentence: what, how much, what was done")
+    source: str = Field("", description="rule or heuristic that found it")
+
+
 class MixPlan(_Model):
     """The whole mix."""
 
@@ -223,6 +238,7 @@ class MixPlan(_Model):
     ducking: list[Ducking] = Field(default_factory=list)
     master: MasterPlan = Field(default_factory=MasterPlan)
     notes: list[str] = Field(default_factory=list, description="warnings and remarks for the engineer")
+    findings: list[Finding] = Field(default_factory=list, description="defects found in the raw stems")
     why: Why = Field(default_factory=dict)
 
     @model_validator(mode="after")
