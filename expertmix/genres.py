@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import InputError, RulebookError
 from .resources import data_dir
@@ -49,6 +49,22 @@ class GenreProfile(_Model):
     reverb: GenreReverb = Field(default_factory=GenreReverb)
     stereo_width: float = Field(1.0, ge=0.0, le=2.0, description="width of pads, overheads and stereo keys")
     delay_note: str = Field("1/8.", description="lead-vocal delay note value")
+    band_balance_db: dict[str, float] = Field(
+        default_factory=dict,
+        description="target long-term band levels of the mix relative to its total power, dB, per band of "
+                    "expertmix.descriptor_specs.BANDS_HZ (the master's tonal balance aims toward these)")
+
+    @field_validator("band_balance_db")
+    @classmethod
+    def _bands(cls, v: dict[str, float]) -> dict[str, float]:
+        from .descriptor_specs import BANDS_HZ
+
+        for band, level in v.items():
+            if band not in BANDS_HZ:
+                raise ValueError(f"unknown band {band!r}; bands: {', '.join(BANDS_HZ)}")
+            if not -60.0 <= level <= 0.0:
+                raise ValueError(f"band level {level} dB for {band!r} must be in [-60, 0]")
+        return v
 
 
 def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
