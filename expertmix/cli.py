@@ -23,6 +23,8 @@ app = typer.Typer(name="expertmix", add_completion=False, no_args_is_help=True,
                   help="An automatic mixing engineer: stems in; mix, master, processed stems and an editable plan out.")
 genres_app = typer.Typer(help="List and show genre profiles.", no_args_is_help=True)
 app.add_typer(genres_app, name="genres")
+rules_app = typer.Typer(help="Read, check, test and explain the rulebook.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
 
 err = Console(stderr=True)
 out = Console()
@@ -116,6 +118,7 @@ OVERWRITE = typer.Option(False, "--overwrite", help="replace an existing expertm
 QUIET = typer.Option(False, "--quiet", "-q", help="print nothing but errors")
 JSON = typer.Option(False, "--json", help="print a JSON summary on stdout")
 GENRES_DIR = typer.Option(None, "--genres", exists=True, file_okay=False, help="folder of your own genre profiles")
+RULES_DIR = typer.Option(None, "--rules", exists=True, help="folder (or file) of your own rules: same id replaces a bundled rule")
 
 
 @app.command()
@@ -257,6 +260,134 @@ def genres_show(name: str, genres: Optional[Path] = GENRES_DIR) -> None:
     with _errors():
         g = load_genre(name, genres)
     out.print(yaml.safe_dump(g.model_dump(), sort_keys=False), highlight=False)
+
+
+@rules_app.command("list")
+def rules_list(rules: Optional[Path] = RULES_DIR, scope: Optional[str] = typer.Option(None, help="only this scope")) -> None:
+    """List the rules: id, scope, priority and summary, by file."""
+    from .rules import load_rulebook
+
+    with _errors():
+        book = load_rulebook(rules)
+    last = None
+    for r in book.rules:
+        if scope and r.scope != scope:
+            continue
+        if r.file != last:
+            out.print(f"[bold]{escape(Path(r.file).name)}[/]")
+            last = r.file
+        out.print(f"  {r.id:<30} {r.scope:<5} {r.priority:>4}  {escape(r.summary)}", highlight=False)
+    out.print(f"{len(book.rules)} rules", highlight=False)
+
+
+@rules_app.command("show")
+def rules_show(rule_id: str, rules: Optional[Path] = RULES_DIR) -> None:
+    """Show one rule as written, with its file and line."""
+    import yaml
+
+    from .rules import load_rulebook
+
+    with _errors():
+        book = load_rulebook(rules)
+        try:
+            r = book.get(rule_id)
+        except KeyError:
+            import difflib
+
+            close = difflib.get_close_matches(rule_id, book.ids(), n=1)
+            raise InputError(f"no rule {rule_id!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
+                             hint="see `expertmix rules list`") from None
+    out.print(f"# {r.file}:{r.line}", highlight=False)
+    out.print(yaml.safe_dump([r.raw], sort_keys=False, allow_unicode=True, width=100), highlight=False)
+
+
+@rules_app.command("check")
+def rules_check(rules_dir: Optional[Path] = typer.Argument(None, exists=True, help="your rules folder (default: bundled only)")) -> None:
+    """Load the rulebook (bundled + yours) and report the first error with file, line, rule and field."""
+    from .rules import load_rulebook
+
+    with _errors():
+        book = load_rulebook(rules_dir)
+    out.print(f"ok: {len(book.rules)} rules from {len(book.files)} files", highlight=False)
+
+
+@rules_app.command("test")
+def rules_test(rules_dir: Optional[Path] = typer.Argument(None, exists=True, help="your rules folder (default: bundled only)"),
+               genres: Optional[Path] = GENRES_DIR) -> None:
+    """Run every rule's must-fire / must-stay-silent examples."""
+    from .rules import load_rulebook, test_rulebook
+
+    with _errors():
+        book = load_rulebook(rules_dir)
+        problems = test_rulebook(book, genres)
+    examples = sum(len(r.examples) for r in book.rules)
+    for rid, items in problems.items():
+        r = book.get(rid)
+        for item in items:
+            err.print(f"[red]FAIL[/] {escape(r.file)}:{r.line} {rid}: {escape(item)}", highlight=False)
+    if problems:
+        err.print(f"{len(problems)} of {len(book.rules)} rules failed their examples", highlight=False)
+        raise typer.Exit(3)
+    out.print(f"ok: {len(book.rules)} rules, {examples} examples pass", highlight=False)
+
+
+@rules_app.command("vocabulary")
+def rules_vocabulary(json_out: bool = JSON) -> None:
+    """Everything a rule may name: scopes, conditions, terms, actions, slots, descriptors."""
+    from .rules import vocabulary
+
+    v = vocabulary()
+    if json_out:
+        out.print_json(json.dumps(v))
+        return
+    for section in ("scopes", "conditions", "terms", "actions"):
+        out.print(f"[bold]{section}[/]")
+        items = v[section]
+        if isinstance(items, dict):
+            for k, doc in items.items():
+                out.print(f"  {k:<22} {escape(str(doc))}", highlight=False)
+        else:
+            out.print("  " + ", ".join(items), highlight=False)
+    out.print("[bold]slots[/]")
+    for scope, slots in v["slots"].items():
+        for n, s in slots.items():
+            lo, hi = s["range"]
+            rng = f"[{lo:g}, {hi:g}]" if lo is not None and hi is not None else ""
+            out.print(f"  {scope:<5} {n:<28} {s['kind']:<5} {rng:<16} {escape(s['doc'])}", highlight=False)
+    out.print("[bold]descriptors[/]")
+    for n, doc in v["descriptors"].items():
+        out.print(f"  {n:<24} {escape(doc)}", highlight=False)
+    out.print(f"[bold]genre parameters[/]  {', '.join(v['genre_parameters'])}", highlight=False)
+    out.print(f"[bold]bands[/]  " + ", ".join(f"{b} {lo:g}-{hi:g} Hz" for b, (lo, hi) in v["bands"].items()), highlight=False)
+
+
+@rules_app.command("explain")
+def rules_explain(stems_dir: Path = typer.Argument(..., help="folder of stems"),
+                  rule_id: Optional[str] = typer.Argument(None, help="only this rule"),
+                  genre: str = GENRE, role: list[str] = ROLE, roles: Optional[Path] = ROLES_FILE,
+                  exclude: list[str] = EXCLUDE, rules: Optional[Path] = RULES_DIR, genres: Optional[Path] = GENRES_DIR,
+                  stem: Optional[str] = typer.Option(None, "--stem", help="only this stem"),
+                  json_out: bool = JSON, quiet: bool = QUIET) -> None:
+    """Why each rule fired or stayed silent on this session, what it proposed and what overrode it."""
+    from .pipeline import explain_session
+
+    with _errors(), _progress(quiet or json_out) as progress:
+        trace = explain_session(stems_dir, genre=genre, role_overrides=_roles(role), roles_file=roles, exclude=exclude,
+                                rules_dir=rules, genres_dir=genres, progress=progress)
+        if rule_id is not None and rule_id not in {t.rule_id for t in trace}:
+            raise InputError(f"no rule {rule_id!r} in the rulebook", hint="see `expertmix rules list`")
+    rows = [t for t in trace if (rule_id is None or t.rule_id == rule_id) and (stem is None or t.target == stem
+                                                                               or t.target.startswith(f"{stem}<-"))]
+    if json_out:
+        out.print_json(json.dumps([t.to_dict() for t in rows]))
+        return
+    for t in rows:
+        if t.fired:
+            sets = ", ".join(f"{k}={v}" for k, v in t.proposed.items())
+            over = "; overridden: " + ", ".join(f"{k} by {v}" for k, v in t.overridden.items()) if t.overridden else ""
+            out.print(f"[green]fired [/] {t.rule_id:<28} {escape(t.target):<18} {escape(sets)}{escape(over)}", highlight=False)
+        else:
+            out.print(f"[dim]silent {t.rule_id:<28} {escape(t.target):<18} {escape(t.reason)}[/]", highlight=False)
 
 
 def _version(value: bool) -> None:
