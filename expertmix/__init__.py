@@ -9,7 +9,15 @@ Python API (mirrors the CLI)::
 """
 from __future__ import annotations
 
+import os as _os
+
 __version__ = "0.1.0"
+
+# Our numpy work is many small matrix products per audio chunk: a BLAS thread pool only adds
+# contention (measured 3-5x slower analysis on a loaded 2-core machine, benchmarks/README.md).
+# We parallelise across processes instead. Set before numpy is imported; a user's setting wins.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    _os.environ.setdefault(_var, "1")
 
 from typing import TYPE_CHECKING, Any
 

@@ -19,7 +19,7 @@ import numpy as np
 from .io import copy_wav, iter_blocks
 from .loudness import LoudnessMeter, LoudnessStats, measure_loudness_file
 from .plan import MasterPlan
-from .render import MasterSettings, render_master
+from .render import MasterSettings, render_master, render_master_pre
 
 #: Loudness the master chain sees at its input (the glue threshold is relative to it).
 CHAIN_REFERENCE_LUFS = -20.0
@@ -140,12 +140,15 @@ def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_
     pre = CHAIN_REFERENCE_LUFS - mix_stats.integrated_lufs
     settings = MasterSettings(pre_gain_db=pre, drive_db=target - CHAIN_REFERENCE_LUFS,
                               limit_db=ceiling - _FIRST_MARGIN_DB, release_ms=plan.limiter.release_ms)
+    pre_path = work_dir / "master-pre.wav"
+    render_master_pre(mix_path, pre_path, plan, pre, sample_rate_hz=sample_rate_hz, content_frames=frames,
+                      work_dir=work_dir)
     history: list[tuple[float, float]] = []  # (drive_db, measured lufs)
     stats: LoudnessStats | None = None
     latency = 0
     passes = 0
     for passes in range(1, _MAX_PASSES + 1):
-        latency = render_master(mix_path, raw, plan, settings, sample_rate_hz=sample_rate_hz,
+        latency = render_master(pre_path, raw, plan, settings, sample_rate_hz=sample_rate_hz,
                                 content_frames=frames, work_dir=work_dir)
         stats = measure_loudness_file(str(raw))
         err_lu = target - stats.integrated_lufs
@@ -175,6 +178,7 @@ def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_
     copy_wav(raw, out_path, start_frame=latency, frames=frames, subtype="PCM_24")
     final = measure_loudness_file(str(out_path))
     raw.unlink(missing_ok=True)
+    pre_path.unlink(missing_ok=True)
     ok = abs(final.integrated_lufs - target) <= plan.tolerance_lu and final.true_peak_dbtp <= ceiling + 0.05
     if not ok:
         notes.append(f"master missed its target: {final.integrated_lufs:.2f} LUFS / {final.true_peak_dbtp:.2f} dBTP "

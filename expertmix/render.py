@@ -189,7 +189,9 @@ def _track_prefader(g: _Graph, t: TrackPlan, src: StemSource, sr: int) -> list[A
                 chans = _filters(g, chans, 3, f, (c.hum_notch_q,))
     chans = _eq(g, chans, t.eq, sr)
     if t.gate.enabled:
-        gate = g.k(pyo.Gate(_detector(g, chans), thresh=_thresh(t.gate.threshold_db), risetime=t.gate.attack_ms / 1000.0,
+        # pyo's Gate smooths the *square* of its input and compares it with 10**(thresh/20):
+        # the threshold it needs is twice the level in dB (of the scaled detector).
+        gate = g.k(pyo.Gate(_detector(g, chans), thresh=2.0 * _thresh(t.gate.threshold_db), risetime=t.gate.attack_ms / 1000.0,
                             falltime=t.gate.release_ms / 1000.0, lookahead=0.0, outputAmp=True))
         floor = db_to_gain(-t.gate.range_db)
         gain = g.k(gate * (1.0 - floor) + floor)
@@ -399,15 +401,46 @@ def limiter_latency_frames(master: MasterPlan, sr: int) -> int:
     return int(round(master.limiter.lookahead_ms * sr / 1000.0))
 
 
-def render_master(mix_path: Path, out_path: Path, master: MasterPlan, settings: MasterSettings, *,
-                  sample_rate_hz: int, content_frames: int, work_dir: Path) -> int:
-    """Render the master chain on ``mix_path`` into ``out_path`` (float, delayed by the latency).
+def render_master_pre(mix_path: Path, out_path: Path, master: MasterPlan, pre_gain_db: float, *,
+                      sample_rate_hz: int, content_frames: int, work_dir: Path) -> None:
+    """First half of the master chain, rendered once: pre-gain -> EQ -> glue compressor.
 
-    Chain: pre-gain -> EQ -> glue compressor -> drive -> look-ahead peak limiter. Returns the
-    latency in frames; the caller trims it. The limiter's detector holds each peak over the
-    look-ahead window (a dense running maximum), so the gain is fully down when the delayed peak
-    passes; ``limit_db`` is a sample-peak threshold that the caller lowers until the true peak
-    (BS.1770 oversampled) meets the ceiling.
+    None of it depends on the drive or limiter settings the loudness loop adjusts, so
+    :func:`render_master` loops over this file only (float32, lossless for pyo's float DSP).
+    """
+    sr = sample_rate_hz
+    frames = render_frames(content_frames, 0)
+    server = _server(sr)
+    g = _Graph()
+    records: list[Any] = []
+    try:
+        player = g.k(pyo.SfPlayer(str(mix_path), speed=1, loop=False, mul=db_to_gain(pre_gain_db)))
+        chans = _split(g, player, 2)
+        chans = _eq(g, chans, master.eq, sr)
+        chans = _compressor(g, chans, master.glue)
+        rec = g.k(pyo.Record(_stereo(g, chans[0], chans[1]), filename=str(out_path), chnls=2, fileformat=0,
+                             sampletype=_FLOAT32, buffering=_RECORD_BUFFERING))
+        records.append(rec)
+        _run(server, frames, sr, work_dir / "server-scratch.wav", records)
+    except BaseException:
+        if server.getIsBooted():
+            for r in records:
+                r.stop()
+            server.shutdown()
+        raise
+    _check_file(out_path, frames)
+
+
+def render_master(pre_path: Path, out_path: Path, master: MasterPlan, settings: MasterSettings, *,
+                  sample_rate_hz: int, content_frames: int, work_dir: Path) -> int:
+    """Second half of the master chain on the output of :func:`render_master_pre`:
+    drive -> look-ahead peak limiter, into ``out_path`` (float, delayed by the latency).
+
+    Returns the latency in frames; the caller trims it. The limiter's detector holds each peak
+    over the look-ahead window (a dense running maximum), so the gain is fully down when the
+    delayed peak passes; ``limit_db`` is a sample-peak threshold that the caller lowers until the
+    true peak (BS.1770 oversampled) meets the ceiling. ``settings.pre_gain_db`` was applied by
+    the first half.
     """
     sr = sample_rate_hz
     lat = limiter_latency_frames(master, sr)
@@ -416,12 +449,8 @@ def render_master(mix_path: Path, out_path: Path, master: MasterPlan, settings: 
     g = _Graph()
     records: list[Any] = []
     try:
-        player = g.k(pyo.SfPlayer(str(mix_path), speed=1, loop=False, mul=db_to_gain(settings.pre_gain_db)))
+        player = g.k(pyo.SfPlayer(str(pre_path), speed=1, loop=False, mul=db_to_gain(settings.drive_db)))
         chans = _split(g, player, 2)
-        chans = _eq(g, chans, master.eq, sr)
-        chans = _compressor(g, chans, master.glue)
-        drive = db_to_gain(settings.drive_db)
-        chans = [g.k(c * drive) for c in chans]
         held = _running_max(g, _detector(g, chans), lat, sr)
         # attack: 1/8 of the look-ahead, so the gain is fully down (e^-8) when the delayed peak passes
         gain = g.k(pyo.Compress(held, thresh=_thresh(settings.limit_db), ratio=100.0,

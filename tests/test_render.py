@@ -487,3 +487,21 @@ def test_rendering_twice_gives_byte_identical_files(tmp_path):
     second = render(tmp_path, stems, tracks, **kw)
     for rel in ("mix.wav", "stems/vox.wav", "stems/bass.wav"):
         assert sha256(first.out / rel) == sha256(second.out / rel), rel
+
+
+@pytest.mark.parametrize("threshold_db, loud_change, quiet_change", [(-20.0, 0.0, -18.0), (-45.0, 0.0, 0.0),
+                                                                     (-3.0, -18.0, -18.0)])
+def test_gate_opens_above_its_threshold_and_attenuates_by_its_range(tmp_path, threshold_db, loud_change, quiet_change):
+    """The gate's threshold is a level in dBFS (short-term RMS): the -9 dBFS-RMS loud part passes a
+    -20 dB gate untouched while the -33 dBFS-RMS quiet part drops by the 18 dB range; a -45 dB
+    gate passes both, a -3 dB gate closes on both."""
+    from expertmix.plan import Gate
+
+    x = loud_quiet()
+    gate = Gate(enabled=True, threshold_db=threshold_db, range_db=18.0, attack_ms=0.5, release_ms=20.0)
+    r = render(tmp_path, {"x": x}, [track("x", gate=gate)])
+    y, xin = r.stems["x"], r.padded("x")
+    for change in gain_change_db(y, xin, steady_windows(loud=True)):
+        assert change == pytest.approx(loud_change, abs=0.2)
+    for change in gain_change_db(y, xin, steady_windows(loud=False)):
+        assert change == pytest.approx(quiet_change, abs=0.3)
