@@ -292,9 +292,43 @@ def _hum(mono: np.ndarray, sample_rate_hz: int, offset: float = 0.0) -> tuple[fl
 
 # --- main entry point -----------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class AnalysisDetail:
+    """By-products of :func:`analyse_audio_detailed`, for further analysis without a second pass.
+
+    hop_frames: frames per 100 ms sub-block (the loudness meter's hop).
+    momentary_lufs: 400 ms momentary loudness every 100 ms (block i covers sub-blocks i..i+3).
+    short_term_lufs: 3 s short-term loudness every 100 ms (window j covers sub-blocks j..j+29;
+        a single value over the whole signal when it is shorter than 3 s).
+    block_active: per momentary block, the activity gate (see the module docstring).
+    sub_active: per complete 100 ms sub-block, its own K-weighted loudness passes the same gate.
+    sub_mean_square: per complete 100 ms sub-block and channel, raw mean square (DC included).
+    channel_means: per-channel mean (the DC offset), linear full scale.
+    channel_cov: DC-free channel covariance over the whole stem, shape (channels, channels).
+    mono: the channel mean, shape (frames,), or None when the sample peak is below -90 dBFS.
+    """
+
+    hop_frames: int
+    momentary_lufs: np.ndarray
+    short_term_lufs: np.ndarray
+    block_active: np.ndarray
+    sub_active: np.ndarray
+    sub_mean_square: np.ndarray
+    channel_means: np.ndarray
+    channel_cov: np.ndarray
+    mono: np.ndarray | None
+
+
 def analyse_audio(audio: np.ndarray, sample_rate_hz: int) -> StemAnalysis:
     """Measure one stem. ``audio``: float array (frames, channels) (or (frames,) for mono),
     full scale = 1.0; ``sample_rate_hz``: Hz. See :class:`StemAnalysis` for the fields."""
+    return analyse_audio_detailed(audio, sample_rate_hz)[0]
+
+
+def analyse_audio_detailed(audio: np.ndarray,
+                           sample_rate_hz: int) -> tuple[StemAnalysis, AnalysisDetail]:
+    """:func:`analyse_audio` plus the per-block data it computed on the way
+    (:class:`AnalysisDetail`), from the same single pass."""
     x = as_frames(audio, what="stem audio")
     n_frames, n_ch = x.shape
     if n_ch == 0:
@@ -368,6 +402,7 @@ def analyse_audio(audio: np.ndarray, sample_rate_hz: int) -> StemAnalysis:
     # -- spectra (DC removed)
     low = sub = high = centroid = 0.0
     hum_hz, hum_excess = None, 0.0
+    mono = None
     if n_frames and peak_db >= SILENT_PEAK_DBFS:
         frame = _next_pow2(BROADBAND_FRAME_S * sample_rate_hz)
         power = _power_spectrum(x, frame, _frame_starts(n_frames, frame, MAX_BROADBAND_FRAMES),
@@ -383,7 +418,7 @@ def analyse_audio(audio: np.ndarray, sample_rate_hz: int) -> StemAnalysis:
         mono = x @ np.full(n_ch, 1.0 / n_ch, dtype=x.dtype)
         hum_hz, hum_excess = _hum(mono, sample_rate_hz, offset=float(means.mean()))
 
-    return StemAnalysis(
+    result = StemAnalysis(
         loudness_lufs=loudness, loudness_range_lu=lra, short_term_max_lufs=st_max,
         peak_dbfs=peak_db, true_peak_dbtp=tp_db, rms_dbfs=rms_db, crest_db=crest,
         active_fraction=active_fraction, is_silent=bool(is_silent), dc_offset=dc,
@@ -392,3 +427,8 @@ def analyse_audio(audio: np.ndarray, sample_rate_hz: int) -> StemAnalysis:
         clipped=bool(clipped_fraction > CLIP_FRACTION_THRESHOLD), channels=n_ch,
         stereo_correlation=corr, stereo_width=width, duration_s=n_frames / float(sample_rate_hz),
     )
+    detail = AnalysisDetail(
+        hop_frames=hop, momentary_lufs=momentary, short_term_lufs=short_term, block_active=active,
+        sub_active=sub_active, sub_mean_square=sub_ms, channel_means=means, channel_cov=cov,
+        mono=mono)
+    return result, detail
