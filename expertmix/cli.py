@@ -105,7 +105,7 @@ def _summary(result, quiet: bool, as_json: bool) -> None:  # type: ignore[no-unt
     err.print(f"wrote {result.out_dir}/: master.wav mix.wav stems/ plan.yaml report.md", highlight=False)
 
 
-GENRE = typer.Option("pop", "--genre", "-g", help="genre profile (see `expertmix genres list`)")
+GENRE = typer.Option("pop", "--genre", "-g", help="genre profile (see `expertmix genres list`), or auto to guess it from the stems")
 PRESET = typer.Option(None, "--preset", "-p", help="delivery preset: streaming (-14), apple (-16), loud (-9), broadcast (-23); default: the genre's")
 TARGET = typer.Option(None, "--target-lufs", min=-36.0, max=-5.0, help="custom master loudness, LUFS (overrides --preset)")
 CEILING = typer.Option(None, "--ceiling", min=-9.0, max=0.0, help="true-peak ceiling of the master, dBTP (default: the preset's, -1)")
@@ -118,6 +118,9 @@ OVERWRITE = typer.Option(False, "--overwrite", help="replace an existing expertm
 QUIET = typer.Option(False, "--quiet", "-q", help="print nothing but errors")
 JSON = typer.Option(False, "--json", help="print a JSON summary on stdout")
 GENRES_DIR = typer.Option(None, "--genres", exists=True, file_okay=False, help="folder of your own genre profiles")
+NO_LEARNING = typer.Option(False, "--no-learning", help="rules alone: do not apply the learned refinements")
+MODELS_DIR = typer.Option(None, "--models", exists=True, file_okay=False,
+                          help="your own trained models (from `expertmix learn train`) instead of the bundled ones")
 RULES_DIR = typer.Option(None, "--rules", exists=True, help="folder (or file) of your own rules: same id replaces a bundled rule")
 
 
@@ -127,14 +130,16 @@ def mix(stems_dir: Path = typer.Argument(..., help="folder of stems (WAV, FLAC, 
         genre: str = GENRE, preset: Optional[str] = PRESET, target_lufs: Optional[float] = TARGET,
         ceiling: Optional[float] = CEILING, role: list[str] = ROLE, roles: Optional[Path] = ROLES_FILE, exclude: list[str] = EXCLUDE,
         sample_rate: Optional[int] = RATE, skip_silent: bool = SKIP_SILENT, overwrite: bool = OVERWRITE,
-        genres: Optional[Path] = GENRES_DIR, quiet: bool = QUIET, json_out: bool = JSON) -> None:
+        genres: Optional[Path] = GENRES_DIR, rules: Optional[Path] = RULES_DIR, no_learning: bool = NO_LEARNING,
+        models: Optional[Path] = MODELS_DIR, quiet: bool = QUIET, json_out: bool = JSON) -> None:
     """Analyse the stems, plan the mix, render mix + master + processed stems, write plan and report."""
     from .pipeline import run_mix
 
     with _errors(), _progress(quiet or json_out) as progress:
         result = run_mix(stems_dir, out_dir, genre=genre, preset=preset, target_lufs=target_lufs, ceiling_dbtp=ceiling,
                          role_overrides=_roles(role), roles_file=roles, exclude=exclude, sample_rate_hz=sample_rate,
-                         skip_silent=skip_silent, overwrite=overwrite, genres_dir=genres, progress=progress)
+                         skip_silent=skip_silent, overwrite=overwrite, genres_dir=genres, rules_dir=rules,
+                         learning=not no_learning, models_dir=models, progress=progress)
     _summary(result, quiet, json_out)
 
 
@@ -144,7 +149,8 @@ def plan(stems_dir: Path = typer.Argument(..., help="folder of stems"),
          genre: str = GENRE, preset: Optional[str] = PRESET, target_lufs: Optional[float] = TARGET,
          ceiling: Optional[float] = CEILING, role: list[str] = ROLE, roles: Optional[Path] = ROLES_FILE, exclude: list[str] = EXCLUDE,
          sample_rate: Optional[int] = RATE, skip_silent: bool = SKIP_SILENT, overwrite: bool = OVERWRITE,
-         genres: Optional[Path] = GENRES_DIR, quiet: bool = QUIET) -> None:
+         genres: Optional[Path] = GENRES_DIR, rules: Optional[Path] = RULES_DIR, no_learning: bool = NO_LEARNING,
+         models: Optional[Path] = MODELS_DIR, quiet: bool = QUIET) -> None:
     """Analyse and plan only: write the editable plan, render nothing."""
     from .pipeline import run_plan
 
@@ -156,7 +162,8 @@ def plan(stems_dir: Path = typer.Argument(..., help="folder of stems"),
         with _progress(quiet) as progress:
             p = run_plan(stems_dir, out_file, genre=genre, preset=preset, target_lufs=target_lufs, ceiling_dbtp=ceiling,
                          role_overrides=_roles(role), roles_file=roles, exclude=exclude, sample_rate_hz=sample_rate,
-                         skip_silent=skip_silent, genres_dir=genres, progress=progress)
+                         skip_silent=skip_silent, genres_dir=genres, rules_dir=rules, learning=not no_learning,
+                         models_dir=models, progress=progress)
     if not quiet:
         err.print(f"wrote {out_file} ({len(p.tracks)} tracks); edit it and run `expertmix render {out_file} -o OUT`",
                   highlight=False)
@@ -206,6 +213,29 @@ def measure(audio: Path = typer.Argument(..., exists=True, dir_okay=False, help=
     else:
         for k, v in d.items():
             out.print(f"{k:<22} {v:8.2f}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(stems_dir: Path = typer.Argument(..., help="folder of the raw stems"),
+                 out_dir: Path = typer.Argument(..., help="an expertmix output folder (or a mix file)"),
+                 reference: Optional[Path] = typer.Option(None, "--reference", exists=True, dir_okay=False,
+                                                          help="a reference mix to compare the spectrum with"),
+                 reference_stems: Optional[Path] = typer.Option(None, "--reference-stems", exists=True, file_okay=False,
+                                                                help="processed reference stems (same names) for the balance"),
+                 reference_gains: Optional[Path] = typer.Option(None, "--reference-gains", exists=True, dir_okay=False,
+                                                                help="meta.json or YAML of per-stem gains that restore a reference balance"),
+                 report: Optional[Path] = typer.Option(None, "--report", help="also write the evaluation as YAML"),
+                 json_out: bool = JSON) -> None:
+    """Objective measures of a mix: balance and spectrum against a reference, width, loudness."""
+    from .evaluate import evaluate
+    from .io import atomic_write_text
+
+    with _errors():
+        ev = evaluate(stems_dir, out_dir, reference_mix=reference, reference_stems_dir=reference_stems,
+                      reference_gains=reference_gains)
+        if report is not None:
+            atomic_write_text(report, ev.to_yaml())
+    typer.echo(ev.to_json() if json_out else ev.to_markdown())
 
 
 @app.command("roles")
@@ -388,6 +418,11 @@ def rules_explain(stems_dir: Path = typer.Argument(..., help="folder of stems"),
             out.print(f"[green]fired [/] {t.rule_id:<28} {escape(t.target):<18} {escape(sets)}{escape(over)}", highlight=False)
         else:
             out.print(f"[dim]silent {t.rule_id:<28} {escape(t.target):<18} {escape(t.reason)}[/]", highlight=False)
+
+
+from .cli_learn import learn_app  # noqa: E402  (the `learn` commands; imports cli lazily)
+
+app.add_typer(learn_app, name="learn")
 
 
 def _version(value: bool) -> None:

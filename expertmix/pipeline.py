@@ -16,15 +16,13 @@ import numpy as np
 import yaml
 
 from . import __version__
-from .analysis import StemAnalysis, analyse_audio
-from .defaults import SessionAnalysis, default_plan, master_for
+from .defaults import SessionAnalysis, master_for
 from .errors import InputError, PlanError
 from .genres import GenreProfile, load_genre
 from .io import atomic_write_text, staged_output
 from .master import MasterResult, master_mix
 from .plan import Decision, MixPlan, dump_plan, load_plan
 from .stems import Stem, StemSet, load_stems
-from .tempo import estimate_tempo_bpm, onset_envelope
 
 #: (stage, done, total) -> None; stage is a short label for a progress bar.
 Progress = Callable[[str, int, int], None]
@@ -56,33 +54,37 @@ class MixResult:
 
 def analyse_session(stems_dir: str | Path, *, cache_dir: Path, role_overrides: Mapping[str, str] | None = None,
                     roles_file: str | Path | None = None, exclude: Sequence[str] = (),
-                    sample_rate_hz: int | None = None, skip_silent: bool = False,
+                    sample_rate_hz: int | None = None, skip_silent: bool = False, processes: int = 2,
                     progress: Progress = _noop) -> tuple[StemSet, SessionAnalysis]:
-    """Load every stem once, measure it from that same decode, and estimate the tempo."""
-    results: dict[str, StemAnalysis] = {}
-    envelopes: list[np.ndarray] = []
-
-    def visit(stem: Stem, audio: np.ndarray) -> None:
-        results[stem.name] = analyse_audio(audio, stem.sample_rate_hz)
-        envelopes.append(onset_envelope(audio, stem.sample_rate_hz))
+    """Load every stem (checks, resampling, cache for pyo), then describe them all in parallel
+    processes (:func:`expertmix.descriptors.describe_session`): descriptors, masking, tempo."""
+    from .descriptors import describe_session  # the only Essentia importer, loaded on demand
 
     def on_stem(name: str, index: int, total: int) -> None:
-        progress(f"analysing {name}", index - 1, total)
+        progress(f"loading {name}", index - 1, total)
 
     stemset = load_stems(stems_dir, cache_dir=cache_dir, role_overrides=role_overrides, roles_file=roles_file,
-                         exclude=exclude, sample_rate_hz=sample_rate_hz, skip_silent=skip_silent, visit=visit,
-                         progress=on_stem)
-    progress("analysed", len(stemset.stems), len(stemset.stems))
-    tempo, confidence = estimate_tempo_bpm(envelopes)
-    return stemset, SessionAnalysis(stems={s.name: results[s.name] for s in stemset.stems},
-                                    tempo_bpm=tempo, tempo_confidence=confidence)
+                         exclude=exclude, sample_rate_hz=sample_rate_hz, skip_silent=skip_silent, progress=on_stem)
+    total = len(stemset.stems)
+    progress("analysing", 0, total)
+    desc = describe_session(stemset, processes=processes,
+                            progress=lambda name, i, n: progress(f"analysing {name}", i, n))
+    progress("analysed", total, total)
+    return stemset, SessionAnalysis(stems={n: d.analysis for n, d in desc.stems.items()},
+                                    tempo_bpm=desc.tempo_bpm, tempo_confidence=desc.tempo_confidence,
+                                    descriptors=desc)
 
 
 def make_plan(stemset: StemSet, analysis: SessionAnalysis, *, genre: str | GenreProfile = "pop",
               preset: str | None = None, target_lufs: float | None = None, ceiling_dbtp: float | None = None,
-              genres_dir: str | Path | None = None, planner: Planner = default_plan) -> MixPlan:
-    """Run a planner and apply the delivery target; returns a validated plan."""
+              genres_dir: str | Path | None = None, planner: Planner | None = None,
+              rules_dir: str | Path | None = None) -> MixPlan:
+    """Run a planner (default: the rulebook, plus ``rules_dir``) and apply the delivery target;
+    returns a validated plan."""
+    from .decide import RulebookPlanner
+
     profile = genre if isinstance(genre, GenreProfile) else load_genre(genre, genres_dir)
+    planner = planner if planner is not None else RulebookPlanner(rules_dir)
     plan = planner(stemset, analysis, profile)
     if preset is not None or target_lufs is not None:
         plan.master = master_for(profile, preset, target_lufs)
@@ -93,8 +95,42 @@ def make_plan(stemset: StemSet, analysis: SessionAnalysis, *, genre: str | Genre
     return MixPlan.model_validate(plan.model_dump())  # re-validate everything a planner set
 
 
+def _genre_profile(genre: str, genres_dir: str | Path | None) -> GenreProfile | None:
+    """The profile for ``genre``, or None for ``auto`` (decided after the analysis)."""
+    if genre.strip().lower() == "auto":
+        return None
+    return load_genre(genre, genres_dir)
+
+
+def resolve_genre(profile: GenreProfile | None, stemset: StemSet, analysis: SessionAnalysis,
+                  genres_dir: str | Path | None = None) -> GenreProfile:
+    """``--genre auto``: guess the profile from the analysed session (kept in ``analysis.extra``)."""
+    if profile is not None:
+        return profile
+    from .genre_guess import guess_genre
+    from .genres import available_genres
+
+    profiles = {n: load_genre(n, genres_dir) for n in available_genres(genres_dir) if n != "base"}
+    values = {n: d.values for n, d in analysis.descriptors.stems.items()}
+    guess = guess_genre(values, {s.name: s.role for s in stemset.stems}, analysis.tempo_bpm, profiles)
+    analysis.extra["genre_guess"] = {"genre": guess.genre, "confidence": guess.confidence, "scores": guess.scores,
+                                     "reasons": guess.reasons.get(guess.genre, [])}
+    return profiles[guess.genre]
+
+
+def _note_genre_guess(plan: MixPlan, analysis: SessionAnalysis) -> None:
+    g = analysis.extra.get("genre_guess")
+    if g:
+        why = "; ".join(g["reasons"]) or "closest spectrum"
+        plan.notes.insert(0, f"genre guessed from the stems: {g['genre']} (confidence {g['confidence']:.2f}: {why}); "
+                             "pass --genre to choose another")
+        plan.why["genre"] = Decision(source="auto:genre", reason=f"guessed from roles, tempo and spectrum: {why}",
+                                     value=g["genre"])
+
+
 def _render_into(stage: Path, plan: MixPlan, stemset: StemSet, work: Path, progress: Progress,
-                 timings: dict[str, float], analysis: SessionAnalysis | None) -> MasterResult:
+                 timings: dict[str, float], analysis: SessionAnalysis | None,
+                 trace: list[dict[str, Any]] | None = None) -> MasterResult:
     from .render import StemSource, render_mix  # the only pyo importer, loaded on demand
     from .report import write_report
 
@@ -119,6 +155,8 @@ def _render_into(stage: Path, plan: MixPlan, stemset: StemSet, work: Path, progr
     dump_plan(plan, stage / "plan.yaml")
     if analysis is not None:
         atomic_write_text(stage / "analysis.yaml", yaml.safe_dump(analysis.to_dict(), sort_keys=False))
+    if trace:
+        atomic_write_text(stage / "rules-trace.yaml", yaml.safe_dump(trace, sort_keys=False, allow_unicode=True, width=110))
     write_report(stage / "report.md", plan, stemset, master, analysis, timings)
     return master
 
@@ -127,10 +165,14 @@ def run_mix(stems_dir: str | Path, out_dir: str | Path, *, genre: str = "pop", p
             target_lufs: float | None = None, ceiling_dbtp: float | None = None, role_overrides: Mapping[str, str] | None = None,
             roles_file: str | Path | None = None, exclude: Sequence[str] = (), sample_rate_hz: int | None = None,
             skip_silent: bool = False, overwrite: bool = False, genres_dir: str | Path | None = None,
-            planner: Planner = default_plan, progress: Progress = _noop) -> MixResult:
+            rules_dir: str | Path | None = None, learning: bool = True, models_dir: str | Path | None = None,
+            planner: Planner | None = None, progress: Progress = _noop) -> MixResult:
     """Analyse, plan, render and master ``stems_dir`` into ``out_dir`` (atomically)."""
+    from .decide import RulebookPlanner
+
     stems_dir = Path(stems_dir)
-    profile = load_genre(genre, genres_dir)  # fail on a bad genre before any work
+    profile = _genre_profile(genre, genres_dir)  # fail on a bad genre or rule before any work
+    planner = planner if planner is not None else RulebookPlanner(rules_dir, learning=learning, models_dir=models_dir)
     timings: dict[str, float] = {}
     with staged_output(Path(out_dir), overwrite=overwrite, protected=(stems_dir,)) as stage:
         work = Path(tempfile.mkdtemp(prefix="expertmix-work-"))
@@ -141,10 +183,13 @@ def run_mix(stems_dir: str | Path, out_dir: str | Path, *, genre: str = "pop", p
                                                 skip_silent=skip_silent, progress=progress)
             timings["load_and_analyse_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
+            profile = resolve_genre(profile, stemset, analysis, genres_dir)
             plan = make_plan(stemset, analysis, genre=profile, preset=preset, target_lufs=target_lufs,
                              ceiling_dbtp=ceiling_dbtp, planner=planner)
+            _note_genre_guess(plan, analysis)
             timings["plan_s"] = time.perf_counter() - t0
-            master = _render_into(stage, plan, stemset, work, progress, timings, analysis)
+            trace = planner.trace_dict() if hasattr(planner, "trace_dict") else None
+            master = _render_into(stage, plan, stemset, work, progress, timings, analysis, trace)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return MixResult(out_dir=Path(out_dir).resolve(), plan=plan, master=master, timings_s=timings)
@@ -180,10 +225,13 @@ def run_render(plan_or_path: MixPlan | str | Path, out_dir: str | Path, *, stems
 def run_plan(stems_dir: str | Path, plan_path: str | Path, *, genre: str = "pop", preset: str | None = None,
              target_lufs: float | None = None, ceiling_dbtp: float | None = None, role_overrides: Mapping[str, str] | None = None,
              roles_file: str | Path | None = None, exclude: Sequence[str] = (), sample_rate_hz: int | None = None,
-             skip_silent: bool = False, genres_dir: str | Path | None = None,
-             progress: Progress = _noop) -> MixPlan:
+             skip_silent: bool = False, genres_dir: str | Path | None = None, rules_dir: str | Path | None = None,
+             learning: bool = True, models_dir: str | Path | None = None, progress: Progress = _noop) -> MixPlan:
     """Analyse and plan only; write the plan YAML to ``plan_path`` (atomically)."""
-    profile = load_genre(genre, genres_dir)
+    from .decide import RulebookPlanner
+
+    profile = _genre_profile(genre, genres_dir)
+    planner = RulebookPlanner(rules_dir, learning=learning, models_dir=models_dir)
     work = Path(tempfile.mkdtemp(prefix="expertmix-work-"))
     try:
         stemset, analysis = analyse_session(stems_dir, cache_dir=work / "cache", role_overrides=role_overrides,
@@ -191,10 +239,31 @@ def run_plan(stems_dir: str | Path, plan_path: str | Path, *, genre: str = "pop"
                                             skip_silent=skip_silent, progress=progress)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    profile = resolve_genre(profile, stemset, analysis, genres_dir)
     plan = make_plan(stemset, analysis, genre=profile, preset=preset, target_lufs=target_lufs,
-                     ceiling_dbtp=ceiling_dbtp)
+                     ceiling_dbtp=ceiling_dbtp, planner=planner)
+    _note_genre_guess(plan, analysis)
     dump_plan(plan, plan_path)
     return plan
+
+
+def explain_session(stems_dir: str | Path, *, genre: str = "pop", role_overrides: Mapping[str, str] | None = None,
+                    roles_file: str | Path | None = None, exclude: Sequence[str] = (),
+                    rules_dir: str | Path | None = None, genres_dir: str | Path | None = None,
+                    progress: Progress = _noop) -> list:
+    """Analyse a session and run the rulebook; the trace of every rule on every target."""
+    from .decide import RulebookPlanner
+
+    profile = _genre_profile(genre, genres_dir)
+    planner = RulebookPlanner(rules_dir)
+    work = Path(tempfile.mkdtemp(prefix="expertmix-work-"))
+    try:
+        stemset, analysis = analyse_session(stems_dir, cache_dir=work / "cache", role_overrides=role_overrides,
+                                            roles_file=roles_file, exclude=exclude, progress=progress)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    planner(stemset, analysis, resolve_genre(profile, stemset, analysis, genres_dir))
+    return planner.last.trace
 
 
 def describe(result: MixResult) -> dict[str, Any]:

@@ -95,6 +95,9 @@ def write_report(path: Path, plan: MixPlan, stems: StemSet, master: MasterResult
         lines.append("### mix and master")
         lines += [f"- `{k}` — {d.reason} [{d.source}]" for k, d in mixwide]
         lines.append("")
+    if plan.findings:
+        lines += ["## Problems found in the stems", "", "| stem | problem | action | detail |", "|---|---|---|---|"]
+        lines += [f"| {f.stem} | {f.kind} | {f.action} | {f.detail} |" for f in plan.findings] + [""]
     notes = plan.notes + master.notes
     if notes:
         lines += ["## Notes for the engineer", ""] + [f"- {n}" for n in notes] + [""]
@@ -105,5 +108,8 @@ def write_report(path: Path, plan: MixPlan, stems: StemSet, master: MasterResult
               "- `master.wav`: the master (24-bit PCM)",
               "- `stems/<stem>.wav`: each stem's processed contribution, post-fader and pan (32-bit float stereo); "
               "they sum to the mix before group-bus processing, effect returns and mix-bus trim",
-              "- `plan.yaml`: the editable plan; re-render with `expertmix render plan.yaml -o OUT`", ""]
+              "- `plan.yaml`: the editable plan; re-render with `expertmix render plan.yaml -o OUT`",
+              "- `analysis.yaml`: every stem's descriptors, the masking between stems and the tempo (`expertmix mix` only)",
+              "- `rules-trace.yaml`: for every rule and target, whether it fired (or why not), what it proposed and "
+              "what overrode it (`expertmix mix` only)", ""]
     atomic_write_text(path, "\n".join(lines))

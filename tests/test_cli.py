@@ -50,7 +50,7 @@ def test_demo_master_meets_streaming_target(demo_out: Path) -> None:
     # glue compression moves the gain ~0.6 LU; the loud preset on this song pumps by ~6 LU
     assert gain_modulation_lu(demo_out / "mix.wav", demo_out / "master.wav") < 1.0  # no audible pumping
     report = (demo_out / "report.md").read_text()
-    assert "Target met" in report and "hum found and notched" in report
+    assert "Target met" in report and "| guitar | hum | repaired |" in report and "| keys | dc_offset | repaired |" in report
 
 
 def test_demo_plan_rerenders_bit_identically(demo_out: Path, tmp_path: Path) -> None:
@@ -106,10 +106,13 @@ def test_existing_output_needs_overwrite(demo_out: Path, tmp_path: Path) -> None
 
 
 def test_bad_plan_names_field_and_line(demo_out: Path, tmp_path: Path) -> None:
-    text = (demo_out / "plan.yaml").read_text().replace("gain_db: 1.0\n", "gain_db: 99.0\n", 1)
+    lines = (demo_out / "plan.yaml").read_text().splitlines()
+    start = lines.index("- name: lead_vocal")
+    idx = next(i for i in range(start, len(lines)) if lines[i].startswith("  gain_db:"))
+    lines[idx] = "  gain_db: 99.0"
     bad = tmp_path / "bad.yaml"
-    bad.write_text(text)
-    line = text.splitlines().index(next(l for l in text.splitlines() if "gain_db: 99.0" in l)) + 1
+    bad.write_text("\n".join(lines) + "\n")
+    line = idx + 1
     result = runner.invoke(app, ["render", str(bad), "-o", str(tmp_path / "o")])
     assert result.exit_code == 3
     assert "tracks[lead_vocal].gain_db" in result.output and f":{line}" in result.output
@@ -127,3 +130,81 @@ def test_info_commands(cmd: list[str]) -> None:
 def test_measure_json(demo_out: Path) -> None:
     result = runner.invoke(app, ["measure", str(demo_out / "master.wav"), "--json"])
     assert result.exit_code == 0 and "integrated_lufs" in result.output
+
+
+# --- the rulebook, genre auto and evaluation commands -------------------------------------------
+
+def test_demo_writes_the_rules_trace(demo_out: Path) -> None:
+    trace = yaml.safe_load((demo_out / "rules-trace.yaml").read_text())
+    kick = [t for t in trace if t["rule"] == "kick-box-cut" and t["target"] == "kick"]
+    assert kick and kick[0]["fired"] and kick[0]["proposed"]["eq"][0]["freq_hz"] == 400.0
+    silent = [t for t in trace if t["rule"] == "kick-box-cut" and t["target"] == "bass"]
+    assert silent and not silent[0]["fired"] and "role bass" in silent[0]["reason"]
+
+
+def test_rules_commands() -> None:
+    r = runner.invoke(app, ["rules", "test"])
+    assert r.exit_code == 0 and "examples pass" in r.output
+    r = runner.invoke(app, ["rules", "list"])
+    assert r.exit_code == 0 and "kick-box-cut" in r.output
+    r = runner.invoke(app, ["rules", "show", "kick-box-cut"])
+    assert r.exit_code == 0 and "lowend.yaml" in r.output and "cardboard" in r.output
+    r = runner.invoke(app, ["rules", "show", "kick-box-cutt"])
+    assert r.exit_code == 2 and "did you mean 'kick-box-cut'" in r.output
+    r = runner.invoke(app, ["rules", "vocabulary", "--json"])
+    assert r.exit_code == 0 and "crest_db" in r.output
+
+
+def test_rules_check_and_test_report_a_users_bad_rule(tmp_path: Path) -> None:
+    d = tmp_path / "myrules"
+    d.mkdir()
+    (d / "mine.yaml").write_text("rules:\n  - id: loud-vox\n    summary: x\n    when: {role: lead_vocal}\n"
+                                 "    then: [{set: gain_db, value: {descriptor: loudnes_lufs}}]\n")
+    r = runner.invoke(app, ["rules", "check", str(d)])
+    assert r.exit_code == 3
+    assert "mine.yaml:5" in r.output and "loud-vox" in r.output and "did you mean 'loudness_lufs'" in r.output
+    (d / "mine.yaml").write_text("rules:\n  - id: loud-vox\n    summary: x\n    rationale: y\n    when: {role: lead_vocal}\n"
+                                 "    then: [{add: gain_db, value: 2}]\n"
+                                 "    examples:\n      - {expect: fire, session: {stems: {v: {role: guitar}}}}\n"
+                                 "      - {expect: silent, session: {stems: {v: {role: guitar}}}}\n")
+    r = runner.invoke(app, ["rules", "test", str(d)])
+    assert r.exit_code == 3 and "FAIL" in r.output and "loud-vox" in r.output and "stayed silent" in r.output
+
+
+def test_user_rules_change_the_mix(tmp_path: Path) -> None:
+    d = tmp_path / "myrules"
+    d.mkdir()
+    (d / "mine.yaml").write_text("rules:\n  - id: vocal-way-up\n    summary: the lead 4 dB up\n    rationale: taste\n"
+                                 "    priority: 90\n    when: {role: lead_vocal}\n    then: [{add: gain_db, value: 4}]\n")
+    plan = tmp_path / "plan.yaml"
+    r = runner.invoke(app, ["plan", str(DEMO), "-o", str(plan), "--rules", str(d), "-q"])
+    assert r.exit_code == 0, r.output
+    p = yaml.safe_load(plan.read_text())
+    vox = next(t for t in p["tracks"] if t["name"] == "lead_vocal")
+    assert "vocal-way-up" in vox["why"]["gain_db"]["source"]
+
+
+def test_rules_explain_on_the_demo() -> None:
+    r = runner.invoke(app, ["rules", "explain", str(DEMO), "hum-notch", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "fired" in r.output and "guitar" in r.output and "silent" in r.output
+
+
+def test_genre_auto_records_its_guess(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    r = runner.invoke(app, ["plan", str(DEMO), "-o", str(plan), "--genre", "auto", "-q"])
+    assert r.exit_code == 0, r.output
+    p = yaml.safe_load(plan.read_text())
+    assert p["why"]["genre"]["source"] == "auto:genre"
+    assert p["genre"] in ("pop", "rock") and any("genre guessed from the stems" in n for n in p["notes"])
+
+
+def test_evaluate_against_the_demo_reference(demo_out: Path) -> None:
+    ref = DEMO / "reference" / "reference_mix.flac"
+    r = runner.invoke(app, ["evaluate", str(DEMO), str(demo_out), "--reference", str(ref),
+                            "--reference-gains", str(DEMO / "meta.json"), "--json"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    d = json.loads(r.output)
+    assert d["balance_error_lu"] < d["baseline_balance_error_lu"]["plain_sum"]

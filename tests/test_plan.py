@@ -1,4 +1,4 @@
-"""The mix plan: YAML round trip, the default planner's golden behaviour, validation errors and
+"""The mix plan: YAML round trip, the rulebook planner's golden behaviour, validation errors and
 the parameter table.
 
 The default plan is built from a real (tiny, synthetic) session: kick, bass, lead vocal and
@@ -15,10 +15,9 @@ import pytest
 import soundfile as sf
 import yaml
 
-from expertmix.defaults import default_plan
 from expertmix.errors import PlanError
 from expertmix.genres import load_genre
-from expertmix.pipeline import analyse_session
+from expertmix.pipeline import analyse_session, make_plan
 from expertmix.plan import (Compressor, Decision, MixPlan, TrackPlan, dump_plan, load_plan, note_to_ms,
                             parameter_table, plan_from_dict)
 
@@ -58,7 +57,7 @@ def session(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def plan(session, tmp_path_factory) -> MixPlan:
     stemset, analysis = analyse_session(session, cache_dir=tmp_path_factory.mktemp("cache"))
-    return default_plan(stemset, analysis, load_genre("pop"))
+    return make_plan(stemset, analysis, genre="pop")
 
 
 # -- round trip ------------------------------------------------------------------------------
@@ -155,12 +154,19 @@ def _decisions(plan: MixPlan) -> list[tuple[str, str, Decision]]:
     return out
 
 
-def test_every_decision_has_a_reason_and_a_default_source(plan):
+def test_every_decision_has_a_reason_and_names_its_rule(plan):
+    from expertmix.rules import load_rulebook
+
+    ids = set(load_rulebook().ids())
     decisions = _decisions(plan)
     assert len(decisions) >= 20
     for owner, key, d in decisions:
         assert d.reason.strip(), f"{owner}.{key} has no reason"
-        assert d.source.startswith("default:"), f"{owner}.{key} source {d.source!r}"
+        if d.source.startswith("rule:"):
+            named = d.source.removeprefix("rule:").split("+model:")[0].split("+")
+            assert set(named) <= ids, f"{owner}.{key} source {d.source!r} names unknown rules"
+        else:  # the delivery target comes from the genre's preset
+            assert d.source.startswith("default:delivery") or d.source.startswith("default:glue"), f"{owner}.{key} {d.source!r}"
 
 
 @pytest.mark.parametrize("name", ["kick", "bass", "lead_vocal", "guitar"])
