@@ -197,7 +197,7 @@ def run_song(song: Path, work: Path) -> dict[str, Any]:
     exclude = [p.name for p in audio if p.stem not in stem_files]  # reference_mix.flac etc.
     out = work / song.name
     t0 = time.perf_counter()
-    result = expertmix.mix(song, out, genre=genre, overwrite=True, exclude=exclude)
+    result = expertmix.mix(song, out, genre=genre, overwrite=True, exclude=exclude, learning=LEARNING[0])
     mix_s = time.perf_counter() - t0
 
     ref_mix = song / "reference_mix.flac"
@@ -376,6 +376,10 @@ def markdown(rows: list[dict[str, Any]], summary: dict[str, Any], header: dict[s
     return "\n".join(L)
 
 
+#: whether expertmix.mix applies the learned refinements (set from --no-learning)
+LEARNING = [True]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="corpus folder (one folder per song)")
@@ -384,12 +388,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--songs", nargs="*", help="only these song folders")
     ap.add_argument("--out", type=Path, help="also write the Markdown report here")
     ap.add_argument("--json", type=Path, help="write every figure as JSON here")
+    ap.add_argument("--no-learning", action="store_true", help="rules alone (no learned refinements)")
     ap.add_argument("--label", default="built-in default planner", help="what is being evaluated (report title)")
     ap.add_argument("--revision", help="code revision for the report header (default: git HEAD of this checkout)")
     ap.add_argument("--margin-lu", type=float, default=0.5, help="how much lower expertmix's balance error must be")
     ap.add_argument("--check", action="store_true", help="exit 1 unless expertmix beats both baselines on every "
                                                          "song with a reference and finds every required defect")
     args = ap.parse_args(argv)
+    LEARNING[0] = not args.no_learning
     corpus = args.corpus.resolve()
     songs = sorted(p for p in corpus.iterdir() if (p / "meta.json").is_file())
     if args.songs:

@@ -532,6 +532,7 @@ CONDITIONS: dict[str, str] = {
     "session_lacks_role": "no stem of the session has any of these roles",
     "role_count": "the number of stems sharing the track's role compares: {ge: 2}",
     "stem_count": "the number of stems compares",
+    "role_rank": "the track ranks among the stems sharing its role by a descriptor: {descriptor: spectral_centroid_hz, order: highest, top: 1}",
     "tempo_bpm": "the session tempo compares",
     "session_stat": "a statistic of a descriptor over the active stems: {descriptor: onset_rate_hz, stat: median, gt: 4}",
     "masks": "the track masks another stem in an essential band: {roles: [lead_vocal], bands: [mid], min_db: 3}",
@@ -545,7 +546,7 @@ CONDITIONS: dict[str, str] = {
     "not": "this condition set does not hold",
 }
 _COND_SCOPES = {"role": ("track", "pair"), "role_not": ("track", "pair"), "family": ("track", "pair"),
-                "channels": ("track", "pair"), "descriptor": ("track", "pair"), "role_count": ("track",),
+                "channels": ("track", "pair"), "descriptor": ("track", "pair"), "role_count": ("track",), "role_rank": ("track",),
                 "masks": ("track",), "masked_by": ("track",), "trigger_role": ("pair",),
                 "trigger_descriptor": ("pair",), "bus": ("bus",), "tonal_gap_db": ("mix",), "bus_has_role": ("bus",)}
 _STATS = ("median", "max", "min", "mean", "sum")
@@ -656,6 +657,26 @@ def _compile_check(where: _Where, name: str, arg: Any, scope: str, *sub: Any):
         if name == "stem_count":
             return lambda ev: ok if cmp(len(ev.ctx.tracks)) else (False, f"{len(ev.ctx.tracks)} stems", None)
         return lambda ev: ok if cmp(ev.ctx.tempo_bpm) else (False, f"tempo {ev.ctx.tempo_bpm:.0f} BPM, not {cmp.text()}", None)
+    if name == "role_rank":
+        if not isinstance(arg, dict):
+            raise where.error("role_rank takes {descriptor: NAME, order: highest|lowest, top: N}", *sub)
+        unknown = set(arg) - {"descriptor", "order", "top"}
+        if unknown:
+            raise _unknown(where, "role_rank key", sorted(unknown)[0], ("descriptor", "order", "top"), *sub)
+        d, order, top = arg.get("descriptor"), arg.get("order", "highest"), arg.get("top", 1)
+        if d not in DESCRIPTORS:
+            raise _unknown(where, "descriptor", d, DESCRIPTORS, *sub, "descriptor")
+        if order not in ("highest", "lowest"):
+            raise _unknown(where, "order", order, ("highest", "lowest"), *sub, "order")
+        if not isinstance(top, int) or isinstance(top, bool) or top < 1:
+            raise where.error("top is a whole number >= 1", *sub, "top")
+
+        def check_rank(ev: Eval):
+            peers = [t for t in ev.ctx.tracks if t.role == ev.track.role]
+            ordered = sorted(peers, key=lambda t: (-t.values[d] if order == "highest" else t.values[d], t.name))
+            rank = [t.name for t in ordered].index(ev.track.name) + 1
+            return (ok if rank <= top else (False, f"{order} {d} rank {rank} of {len(peers)} {ev.track.role}", None))
+        return check_rank
     if name == "session_stat":
         if not isinstance(arg, dict):
             raise where.error("session_stat takes {descriptor: NAME, stat: median|max|min|mean|sum, <comparison>}", *sub)
