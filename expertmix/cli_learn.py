@@ -25,11 +25,7 @@ def _cli():  # the main CLI's helpers, imported late (cli.py imports this module
     return cli
 
 
-def default_models_dir() -> Path:
-    """``$XDG_DATA_HOME/expertmix/models`` (else ``~/.local/share/expertmix/models``)."""
-    xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
-    return base / "expertmix" / "models"
+from .learning import default_models_dir  # noqa: E402  (where `learn train` writes by default)
 
 
 STORE = typer.Option(None, "--store", help="training store file (default: $EXPERTMIX_STORE or the user data folder)")

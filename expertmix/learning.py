@@ -424,9 +424,21 @@ def _load(models_dir: Path, strict: bool) -> Refiner:
     return Refiner(directory=models_dir, models=models, names=names, manifest=man, strict=strict)
 
 
+def default_models_dir() -> Path:
+    """Where ``expertmix learn train`` writes a user's models: ``$EXPERTMIX_MODELS``, else
+    ``$XDG_DATA_HOME/expertmix/models`` (else ``~/.local/share/expertmix/models``)."""
+    if os.environ.get("EXPERTMIX_MODELS"):
+        return Path(os.environ["EXPERTMIX_MODELS"]).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    return base / "expertmix" / "models"
+
+
 def load_refiner(models_dir: str | os.PathLike | None = None, *, strict: bool | None = None,
                  notes: list[str] | None = None) -> Refiner | None:
-    """Load the refinement models of a folder (default: the bundled ``models/``).
+    """Load the refinement models of a folder (default: the user's models from
+    ``expertmix learn train`` in :func:`default_models_dir` if there are any, else the bundled
+    ``models/``).
 
     ``strict`` (default: True when ``models_dir`` is given, False for the bundled models): a
     missing, corrupt or mismatched model raises :class:`~expertmix.errors.ModelError` naming what
@@ -437,6 +449,18 @@ def load_refiner(models_dir: str | os.PathLike | None = None, *, strict: bool | 
     explicit = models_dir is not None
     strict = explicit if strict is None else bool(strict)
     d = Path(models_dir).expanduser() if explicit else bundled_models_dir()
+    if not explicit and (default_models_dir() / MANIFEST_FILE).is_file():
+        # the user's own models (trained with `expertmix learn train`) come before the bundled ones
+        try:
+            refiner = _load(default_models_dir(), False)
+            if notes is not None:
+                notes.append(f"learned refinements from your models in {default_models_dir()}")
+            return refiner
+        except ModelError as exc:
+            msg = f"your models in {default_models_dir()} do not load ({exc.message}); using the bundled ones"
+            _warnings.warn(msg, LearningWarning, stacklevel=2)
+            if notes is not None:
+                notes.append(msg)
     try:
         if not explicit and not (d / MANIFEST_FILE).is_file():
             raise ModelError(f"no bundled models in {d}")

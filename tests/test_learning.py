@@ -432,3 +432,21 @@ def test_an_interrupted_add_leaves_the_store_as_it_was(tiny_session, tmp_path, m
     monkeypatch.setattr(TrainingStore, "add_song", real)
     with TrainingStore(tmp_path / "s.sqlite") as st:
         assert st.list_songs() == [] and st.check_integrity() == []
+
+
+def test_a_users_trained_models_are_used_by_default(tmp_path, monkeypatch):
+    import shutil
+
+    from expertmix.learning import bundled_models_dir, load_refiner
+
+    mine = tmp_path / "my-models"
+    shutil.copytree(bundled_models_dir(), mine)
+    monkeypatch.setenv("EXPERTMIX_MODELS", str(mine))
+    notes: list[str] = []
+    assert load_refiner(notes=notes) is not None
+    assert any("your models" in n and str(mine) in n for n in notes)
+    (mine / "refine.gain_db.txt").write_text("corrupt")          # broken: fall back to the bundled ones
+    notes.clear()
+    with pytest.warns(Warning):
+        assert load_refiner(notes=notes) is not None
+    assert any("do not load" in n for n in notes)
