@@ -170,6 +170,31 @@ def plan(stems_dir: Path = typer.Argument(..., help="folder of stems"),
 
 
 @app.command()
+def analyse(stems_dir: Path = typer.Argument(..., help="folder of stems"),
+            out_file: Path = typer.Option(..., "--out", "-o", help="descriptors file to write (YAML)"),
+            role: list[str] = ROLE, roles: Optional[Path] = ROLES_FILE, exclude: list[str] = EXCLUDE,
+            sample_rate: Optional[int] = RATE, skip_silent: bool = SKIP_SILENT, overwrite: bool = OVERWRITE,
+            processes: int = typer.Option(2, "--processes", min=1, max=64, help="worker processes"),
+            quiet: bool = QUIET) -> None:
+    """Listen only: every stem's descriptors, the masking between stems and the tempo, as YAML."""
+    from .pipeline import run_analyse
+
+    with _errors():
+        if out_file.exists() and not overwrite:
+            from .errors import OutputError
+
+            raise OutputError(f"{out_file} already exists", hint="pass --overwrite or choose another file")
+        with _progress(quiet) as progress:
+            a = run_analyse(stems_dir, out_file, role_overrides=_roles(role), roles_file=roles, exclude=exclude,
+                            sample_rate_hz=sample_rate, skip_silent=skip_silent, processes=processes,
+                            progress=progress)
+    if not quiet:
+        tempo = f"{a.tempo_bpm:.1f} BPM" if a.tempo_bpm else "no clear tempo"
+        err.print(f"wrote {out_file}: {len(a.stems)} stems, {tempo}, "
+                  f"{len(a.descriptors.masking) if a.descriptors else 0} masking pairs", highlight=False)
+
+
+@app.command()
 def render(plan_file: Path = typer.Argument(..., help="mix plan (YAML) written by `expertmix mix` or `expertmix plan`"),
            out_dir: Path = typer.Option(..., "--out", "-o", help="output folder"),
            stems: Optional[Path] = typer.Option(None, "--stems", help="stems folder, if it moved since the plan was written"),

@@ -247,6 +247,21 @@ def run_plan(stems_dir: str | Path, plan_path: str | Path, *, genre: str = "pop"
     return plan
 
 
+def run_analyse(stems_dir: str | Path, out_file: str | Path, *, role_overrides: Mapping[str, str] | None = None,
+                roles_file: str | Path | None = None, exclude: Sequence[str] = (), sample_rate_hz: int | None = None,
+                skip_silent: bool = False, processes: int = 2, progress: Progress = _noop) -> SessionAnalysis:
+    """Describe every stem (descriptors, masking, tempo) and write them as YAML (atomically)."""
+    work = Path(tempfile.mkdtemp(prefix="expertmix-work-"))
+    try:
+        _stemset, analysis = analyse_session(stems_dir, cache_dir=work / "cache", role_overrides=role_overrides,
+                                             roles_file=roles_file, exclude=exclude, sample_rate_hz=sample_rate_hz,
+                                             skip_silent=skip_silent, processes=processes, progress=progress)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    atomic_write_text(Path(out_file), yaml.safe_dump(analysis.to_dict(), sort_keys=False))
+    return analysis
+
+
 def explain_session(stems_dir: str | Path, *, genre: str = "pop", role_overrides: Mapping[str, str] | None = None,
                     roles_file: str | Path | None = None, exclude: Sequence[str] = (),
                     rules_dir: str | Path | None = None, genres_dir: str | Path | None = None,

@@ -208,3 +208,18 @@ def test_evaluate_against_the_demo_reference(demo_out: Path) -> None:
 
     d = json.loads(r.output)
     assert d["balance_error_lu"] < d["baseline_balance_error_lu"]["plain_sum"]
+
+
+def test_analyse_writes_every_descriptor_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    from expertmix.descriptor_specs import DESCRIPTOR_NAMES
+
+    out = tmp_path / "descriptors.yaml"
+    r = runner.invoke(app, ["analyse", str(DEMO), "-o", str(out), "-q", "--processes", "1"])
+    assert r.exit_code == 0, r.output
+    d = yaml.safe_load(out.read_text())
+    assert d["descriptor_version"] >= 1 and 60 < d["tempo_bpm"] < 200
+    assert set(d["stems"]) == {p.stem for p in DEMO.glob("*.flac")}
+    assert set(DESCRIPTOR_NAMES) <= set(d["stems"]["kick"])
+    assert any(m["maskee"] == "lead_vocal" for m in d["masking"])
+    r = runner.invoke(app, ["analyse", str(DEMO), "-o", str(out), "-q"])
+    assert r.exit_code == 6 and "already exists" in r.output
