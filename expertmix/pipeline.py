@@ -70,9 +70,41 @@ def analyse_session(stems_dir: str | Path, *, cache_dir: Path, role_overrides: M
     desc = describe_session(stemset, processes=processes,
                             progress=lambda name, i, n: progress(f"analysing {name}", i, n))
     progress("analysed", total, total)
+    stemset = _roles_from_audio(stemset, desc)
     return stemset, SessionAnalysis(stems={n: d.analysis for n, d in desc.stems.items()},
                                     tempo_bpm=desc.tempo_bpm, tempo_confidence=desc.tempo_confidence,
                                     descriptors=desc)
+
+
+def _roles_from_audio(stemset: StemSet, desc: Any) -> StemSet:
+    """Stems whose names said nothing get a role from the audio (the role classifier in
+    ``models/roles``) when it is confident; a user's role always wins (it is never guessed)."""
+    from dataclasses import replace
+
+    unknown = {s.name: desc.stems[s.name].values for s in stemset.stems if s.role_source == "default"}
+    if not unknown:
+        return stemset
+    from .role_model import guess_roles
+
+    guesses = guess_roles(unknown, min_confidence=0.5)
+    stems = []
+    warnings = list(stemset.warnings)
+    for s in stemset.stems:
+        g = guesses.get(s.name)
+        if g is None:
+            stems.append(s)
+            continue
+        # the loader's "role not recognised" note is replaced by what the audio said
+        kept = tuple(w for w in s.warnings if not w.startswith("role not recognised"))
+        if g.accepted:
+            note = (f"role {g.role} recognised from the audio (confidence {g.confidence:.2f}); "
+                    f"set it with --role {s.path.name}=ROLE if that is wrong")
+            stems.append(replace(s, role=g.role, role_source="audio", warnings=kept + (note,)))
+            desc.roles[s.name] = g.role
+        else:
+            stems.append(replace(s, warnings=kept + (f"role not recognised from the name or the audio ({g.reason}); "
+                                                     f"using 'other': set it with --role {s.path.name}=ROLE",)))
+    return replace(stemset, stems=tuple(stems), warnings=tuple(warnings))
 
 
 def make_plan(stemset: StemSet, analysis: SessionAnalysis, *, genre: str | GenreProfile = "pop",

@@ -72,7 +72,7 @@ MAX_SAMPLE_RATE_HZ = 384000
 #: soxr quality recipe for all resampling.
 RESAMPLE_QUALITY = "VHQ"
 #: Where a stem's role came from, strongest first.
-ROLE_SOURCES: tuple[str, ...] = ("user", "roles_file", "filename", "default")
+ROLE_SOURCES: tuple[str, ...] = ("user", "roles_file", "filename", "audio", "default")
 #: ITU-R BS.775 gain of the centre and surround channels in a 5.1 -> stereo downmix (-3 dB).
 _ITU_SIDE_GAIN = np.float32(0.70710677)
 

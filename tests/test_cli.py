@@ -223,3 +223,21 @@ def test_analyse_writes_every_descriptor_and_refuses_to_overwrite(tmp_path: Path
     assert any(m["maskee"] == "lead_vocal" for m in d["masking"])
     r = runner.invoke(app, ["analyse", str(DEMO), "-o", str(out), "-q"])
     assert r.exit_code == 6 and "already exists" in r.output
+
+
+def test_roles_from_the_audio_when_names_say_nothing_and_the_user_wins(tmp_path: Path) -> None:
+    """Wiring test (the demo is in the classifier's training data; accuracy is in models/roles/README.md)."""
+    import shutil
+
+    anon = tmp_path / "anon"
+    anon.mkdir()
+    for name in ("kick", "bass", "lead_vocal"):
+        shutil.copy(DEMO / f"{name}.flac", anon / f"track_{name[0]}.flac")
+    plan = tmp_path / "plan.yaml"
+    r = runner.invoke(app, ["plan", str(anon), "-o", str(plan), "-q", "--role", "track_b.flac=synth"])
+    assert r.exit_code == 0, r.output
+    p = yaml.safe_load(plan.read_text())
+    roles = {t["name"]: t["role"] for t in p["tracks"]}
+    assert roles == {"track_k": "kick", "track_b": "synth", "track_l": "lead_vocal"}
+    assert any("track_k: role kick recognised from the audio" in n for n in p["notes"])
+    assert not any(n.startswith("track_b: role") for n in p["notes"])
