@@ -633,9 +633,10 @@ def onset_times_s(mono: np.ndarray, sample_rate_hz: int) -> np.ndarray:
         spec = scipy.fft.rfft(frames(b0, min(count, b0 + _ONSET_BATCH)) * window, axis=-1)
         mag = np.abs(spec)
         hfc[b0:b0 + len(spec)] = mag @ weights
-        zero = mag == 0
-        unit = spec * np.reciprocal(mag + zero)
-        unit += zero  # Essentia's phase of a zero bin is 0
+        # (near-)zero bins: denormal magnitudes would overflow the reciprocal into NaNs
+        zero = mag < 1e-20
+        unit = spec * np.reciprocal(np.where(zero, np.float32(1.0), mag))
+        unit[zero] = 1.0  # Essentia's phase of a zero bin is 0
         mag_e = np.concatenate((prev_mag, mag))
         unit_e = np.concatenate((prev_unit, unit))
         # X[n] exp(-i target), target = 2 phi[n-1] - phi[n-2]
