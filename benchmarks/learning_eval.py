@@ -55,7 +55,7 @@ class LearningPlanner(RulebookPlanner):
     """The rulebook planner followed by a refiner (what the lead wires into RulebookPlanner)."""
 
     def __init__(self, refiner: L.Refiner | None):
-        super().__init__()
+        super().__init__(learning=False)  # the refiner below is the only learning applied
         self.refiner = refiner
         self.refine_s = 0.0
         self.notes: list[str] = []
