@@ -13,9 +13,16 @@ Design (see ``shared/ENGINE-NOTES.md`` for the pitfalls this avoids):
   zero latency, so stems, buses and the mix stay sample-aligned with the raw stems. Only the
   master limiter looks ahead; :func:`render_master` reports that latency for the caller to trim.
 * Render lengths are whole numbers of server buffers, so recorded files need no trimming.
+* The mix renders on several cores in two phases (:func:`render_mix`): worker processes (one
+  server each, started by forkserver or spawn, never plain fork) render the tracks' chains into
+  the stem files, split by estimated cost with ducking pairs kept together; then this process
+  renders the buses, effects and mix bus from those files. A float32 WAV holds pyo's float32
+  samples exactly and every sum keeps its order, so the files are bit-identical to a one-process
+  render.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -241,6 +248,9 @@ class RenderedMix:
     stem_paths: dict[str, Path]
     frames: int
     sample_rate_hz: int
+    #: per worker process (empty when rendered in-process): its tracks, wall and CPU seconds
+    #: and peak RSS (MB), for benchmarks and reports
+    workers: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _server(sr: int) -> Any:
@@ -277,96 +287,359 @@ def _check_file(path: Path, frames: int) -> None:
     _zero_peak_timestamp(path)
 
 
+def _record(g: _Graph, obj: Any, path: Path) -> Any:
+    return g.k(pyo.Record(obj, filename=str(path), chnls=2, fileformat=0, sampletype=_FLOAT32,
+                          buffering=_RECORD_BUFFERING))
+
+
+def _render_graph(sr: int, frames: int, scratch: Path, build: Any) -> None:
+    """Boot a server, ``build(g, records)`` the graph, render ``frames`` frames, shut down.
+
+    pyo's own exceptions (a stem it cannot open, a bad argument) become :class:`RenderError`.
+    """
+    server = _server(sr)
+    g = _Graph()
+    records: list[Any] = []
+    try:
+        build(g, records)
+        _run(server, frames, sr, scratch, records)
+    except BaseException as exc:
+        if server.getIsBooted():
+            for r in records:
+                r.stop()
+            server.shutdown()
+        if isinstance(exc, pyo.PyoError):
+            raise RenderError(f"pyo: {exc}") from exc
+        raise
+
+
+# -- the graph of a mix, in two halves ---------------------------------------------------
+#
+# Tracks: player -> ... -> de-esser (``_track_prefader``), ducking, fader/pan -> stem file.
+# Mix section: group buses, effect sends/returns and the mix bus, fed by the tracks' post-fader
+# outputs and, for pre-fader sends, their panned pre-fader signal at unity gain.
+# In one process both halves are one pyo graph. With worker processes the tracks are rendered
+# in the workers (stems + pre-fader send files) and the mix section in this process from those
+# files. pyo's float32 samples survive a float32 WAV file unchanged and every sum is taken in the
+# same order, so both ways give the same samples.
+
+def _track_chains(g: _Graph, plan: MixPlan, names: set[str], sources: dict[str, StemSource],
+                  sr: int) -> dict[str, list[Any]]:
+    """Pre-fader chains (ducking applied) of the tracks in ``names``, which must hold both ends
+    of every ducking that involves one of them."""
+    prefader: dict[str, list[Any]] = {}
+    for t in plan.tracks:
+        if t.name in names:
+            prefader[t.name] = _track_prefader(g, t, sources[t.name], sr)
+    # Sidechain ducking: the trigger's processed, pre-fader level drives the target's gain.
+    for d in plan.ducking:
+        if d.target not in prefader:
+            continue
+        det = _detector(g, prefader[d.trigger])
+        gain = _compress_gain(g, det, d.threshold_db, d.ratio, d.attack_ms, d.release_ms, 0.0)
+        gain = g.k(pyo.Max(gain, comp=db_to_gain(-d.depth_db)))
+        prefader[d.target] = [g.k(ch * gain) for ch in prefader[d.target]]
+    return prefader
+
+
+def _fader(g: _Graph, t: TrackPlan, chans: list[Any]) -> Any:
+    """The track's post-fader stereo output (what its stem file holds)."""
+    return _pan(g, chans, t.pan, t.width, 0.0 if t.mute else db_to_gain(t.gain_db))
+
+
+def _has_prefader_send(t: TrackPlan) -> bool:
+    return not t.mute and any(s.pre_fader for s in t.sends)
+
+
+def _mix_section(g: _Graph, plan: MixPlan, sr: int, outs: dict[str, Any], pre: dict[str, Any]) -> Any:
+    """Group buses, effect returns and the mix bus (a 2-stream object).
+
+    ``outs``: post-fader stereo output of every unmuted track; ``pre``: the panned pre-fader
+    signal at unity gain of every unmuted track with a pre-fader send.
+    """
+    bus_inputs: dict[str, list[Any]] = {b.name: [] for b in plan.buses}
+    bus_inputs["mix"] = []
+    fx_inputs: dict[str, list[Any]] = {f.name: [] for f in plan.fx}
+    for t in plan.tracks:
+        if t.mute:
+            continue
+        out = outs[t.name]
+        bus_inputs[t.bus].append(out)
+        for s in t.sends:
+            src = pre[t.name] if s.pre_fader else out
+            fx_inputs[s.bus].append(g.k(src * db_to_gain(s.level_db)))
+
+    mix_parts = list(bus_inputs["mix"])
+    for b in plan.buses:
+        if not bus_inputs[b.name]:
+            continue
+        summed = g.k(pyo.Mix(bus_inputs[b.name], voices=2))
+        chans = _split(g, summed, 2)
+        chans = _eq(g, chans, b.eq, sr)
+        chans = _compressor(g, chans, b.compressor)
+        gain = db_to_gain(b.gain_db)
+        mix_parts.append(_stereo(g, g.k(chans[0] * gain), g.k(chans[1] * gain)))
+    for f in plan.fx:
+        if not fx_inputs[f.name]:
+            continue
+        summed = g.k(pyo.Mix(fx_inputs[f.name], voices=2))
+        ret = db_to_gain(f.return_db)
+        if f.kind == "reverb":
+            mono = _mono(g, _split(g, summed, 2))
+            x = _highpass(g, [mono], f.highpass_hz, 12)[0]
+            if f.predelay_ms > 0:
+                x = _sdelay(g, x, int(round(f.predelay_ms * sr / 1000.0)), sr)
+            wet = g.k(pyo.STRev(x, inpos=0.5, revtime=f.decay_s, cutoff=f.lowpass_hz, bal=1.0,
+                                roomSize=f.room_size, firstRefGain=-3.0, mul=ret))
+            mix_parts.append(wet)
+        else:
+            chans = _highpass(g, _split(g, summed, 2), f.highpass_hz, 12)
+            chans = _filters(g, chans, 0, min(f.lowpass_hz, 0.45 * sr), (_BUTTER2_Q,))
+            t_s = plan.delay_time_ms(f) / 1000.0
+            wet = [g.k(pyo.Delay(c, delay=t_s, feedback=f.feedback, maxdelay=t_s + 0.1, mul=ret)) for c in chans]
+            mix_parts.append(_stereo(g, wet[0], wet[1]))
+
+    if mix_parts:
+        return g.k(pyo.Mix(mix_parts, voices=2, mul=db_to_gain(plan.mix_gain_db)))
+    return g.k(pyo.Sig([0.0, 0.0]))  # every track muted: a silent mix of the right length
+
+
+# -- splitting the tracks between worker processes ----------------------------------------
+
+#: Estimated pyo CPU time of each processing block, in ms per second of audio (pyo 1.1.0, 2-core
+#: VM: marginal costs measured on the benchmark's stems). Only the split's balance and the
+#: in-process threshold use them, so rough is fine.
+_COST_MS = {
+    "track": 0.65,       # player, pan, stem file: once per track ...
+    "channel": 0.24,     # ... plus this per stem channel
+    "biquad": 0.22,      # one filter (clean-up, notch, EQ band, de-esser split), per channel
+    "detector": 0.05,    # |x| (and max over channels), per channel
+    "gain": 0.03,        # applying a gain signal, per channel
+    "compress": 0.40,    # one pyo Compress gain computer (a soft knee takes two, plus a sqrt)
+    "gate": 0.25,        # one pyo Gate
+    "send": 0.60,        # a pre-fader send's panned copy and its file
+}
+#: A render estimated (with ``_COST_MS``) under this much CPU time (s) stays in-process:
+#: starting workers and re-reading the stems would cost more than the second core saves.
+MIN_PARALLEL_CPU_S = 2.0
+
+
+def _dynamics_ms(channels: int, computers: int) -> float:
+    return channels * (_COST_MS["detector"] + _COST_MS["gain"]) + computers * _COST_MS["compress"]
+
+
+def track_cost(t: TrackPlan, channels: int, sr: int) -> float:
+    """Estimated pyo CPU seconds per second of audio of one track's chain (player to stem file;
+    ducking not included)."""
+    c = t.cleanup
+    biquads = 1 if c.dc_remove else 0
+    if c.highpass_hz:
+        biquads += 2 if c.highpass_slope_db_per_oct >= 24 else 1
+    if c.hum_notch_hz:
+        biquads += sum(1 for k in range(1, c.hum_harmonics + 1) if c.hum_notch_hz * k < 0.45 * sr)
+    for band in t.eq:
+        if band.enabled and (band.kind in ("highpass", "lowpass") or band.gain_db != 0.0):
+            biquads += 1
+    ms = _COST_MS["track"] + channels * (_COST_MS["channel"] + biquads * _COST_MS["biquad"])
+    if t.gate.enabled:
+        ms += _dynamics_ms(channels, 0) + _COST_MS["gate"]
+    if t.compressor.enabled:
+        ms += _dynamics_ms(channels, 2 if t.compressor.knee_db >= 0.5 else 1)
+    if t.deesser.enabled:
+        ms += channels * _COST_MS["biquad"] + _dynamics_ms(channels, 2)
+    if _has_prefader_send(t):
+        ms += _COST_MS["send"]
+    return ms / 1000.0
+
+
+def split_tracks(plan: MixPlan, sources: dict[str, StemSource], workers: int) -> list[list[str]]:
+    """Deterministic split of the tracks into at most ``workers`` groups of similar cost.
+
+    Tracks tied by ducking stay together. Largest first onto the least loaded group (ties: the
+    lower index), then each group in plan order; empty groups are dropped.
+    """
+    sr = plan.sample_rate_hz
+    order = {t.name: i for i, t in enumerate(plan.tracks)}
+    parent = {t.name: t.name for t in plan.tracks}
+
+    def root(n: str) -> str:
+        while parent[n] != n:
+            n = parent[n]
+        return n
+
+    for d in plan.ducking:
+        a, b = root(d.target), root(d.trigger)
+        if a != b:
+            parent[max(a, b, key=order.__getitem__)] = min(a, b, key=order.__getitem__)
+    units: dict[str, list[str]] = {}
+    for t in plan.tracks:
+        units.setdefault(root(t.name), []).append(t.name)
+    ducking_cost: dict[str, float] = {}
+    for d in plan.ducking:
+        ducking_cost[d.target] = ducking_cost.get(d.target, 0.0) + _dynamics_ms(sources[d.target].channels, 1) / 1000.0
+    cost = {r: sum(track_cost(plan.track(n), sources[n].channels, sr) + ducking_cost.get(n, 0.0) for n in names)
+            for r, names in units.items()}
+    loads = [0.0] * max(1, workers)
+    groups: list[list[str]] = [[] for _ in loads]
+    for r in sorted(units, key=lambda r: (-cost[r], order[r])):
+        i = min(range(len(loads)), key=lambda k: (loads[k], k))
+        loads[i] += cost[r]
+        groups[i].extend(units[r])
+    return [sorted(g, key=order.__getitem__) for g in groups if g]
+
+
+@dataclass
+class _TrackJob:
+    """One worker's share: render these tracks' stems (and pre-fader send files)."""
+
+    plan: MixPlan
+    names: list[str]
+    sources: dict[str, StemSource]
+    stems_dir: Path
+    sends_dir: Path
+    frames: int
+    scratch: Path
+
+
+def _render_tracks(job: _TrackJob) -> None:
+    """Render ``job.names`` to ``stems_dir/<track>.wav`` (post-fader) and, for tracks with a
+    pre-fader send, ``sends_dir/<track>.wav`` (panned, unity gain). Runs in a worker process."""
+    plan, sr = job.plan, job.plan.sample_rate_hz
+    paths: list[Path] = []
+
+    def build(g: _Graph, records: list[Any]) -> None:
+        chains = _track_chains(g, plan, set(job.names), job.sources, sr)
+        for t in plan.tracks:
+            if t.name not in chains:
+                continue
+            paths.append(job.stems_dir / f"{t.name}.wav")
+            records.append(_record(g, _fader(g, t, chains[t.name]), paths[-1]))
+            if _has_prefader_send(t):
+                paths.append(job.sends_dir / f"{t.name}.wav")
+                records.append(_record(g, _pan(g, chains[t.name], t.pan, t.width, 1.0), paths[-1]))
+
+    _render_graph(sr, job.frames, job.scratch, build)
+    for p in paths:
+        _check_file(p, job.frames)
+
+
+def _track_worker(job: _TrackJob) -> dict[str, Any]:
+    """Entry point of a worker process: every failure comes back as a :class:`RenderError`."""
+    import resource
+    import time
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        _render_tracks(job)
+        return {"tracks": list(job.names), "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    except RenderError:
+        raise
+    except Exception as exc:
+        raise RenderError(f"rendering tracks {', '.join(job.names)} failed in a worker process: "
+                          f"{type(exc).__name__}: {exc}") from None
+
+
+def _pool_context() -> Any:
+    """forkserver where it exists, else spawn; never plain fork once pyo is imported."""
+    import multiprocessing
+
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return multiprocessing.get_context(method)
+
+
+def _run_workers(jobs: list[_TrackJob]) -> list[dict[str, Any]]:
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    with ProcessPoolExecutor(max_workers=len(jobs), mp_context=_pool_context()) as pool:
+        futures = [pool.submit(_track_worker, job) for job in jobs]
+        try:
+            return [fut.result() for fut in futures]
+        except RenderError:
+            raise
+        except BrokenProcessPool as exc:
+            raise RenderError(f"a render worker process died unexpectedly ({exc})") from None
+        except Exception as exc:
+            raise RenderError(f"a render worker process failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            for fut in futures:
+                fut.cancel()
+
+
+# -- the whole mix ------------------------------------------------------------------------
+
 def render_mix(plan: MixPlan, sources: dict[str, StemSource], out_dir: Path, *, content_frames: int,
-               work_dir: Path) -> RenderedMix:
+               work_dir: Path, processes: int = 2) -> RenderedMix:
     """Render ``plan`` to ``out_dir/mix.wav`` and ``out_dir/stems/<track>.wav`` (32-bit float).
 
     ``sources`` maps track name -> streamable stem. ``content_frames`` is the longest stem.
+
+    ``processes``: how many worker processes render the tracks' chains (split by
+    :func:`split_tracks`); this process then renders the buses, effects and mix bus from the
+    stem files. ``processes=1``, a single track, or a render estimated under
+    ``MIN_PARALLEL_CPU_S`` of CPU renders everything in this process, as one pyo graph. The
+    samples written do not depend on ``processes``. Workers start with forkserver (spawn where
+    it does not exist): a script calling this needs the usual ``if __name__ == "__main__":``.
     """
     sr = plan.sample_rate_hz
     frames = render_frames(content_frames, int(round(plan.tail_s * sr)))
     stems_dir = out_dir / "stems"
     stems_dir.mkdir(parents=True, exist_ok=True)
-    server = _server(sr)
-    g = _Graph()
-    records: list[Any] = []
-    try:
-        prefader: dict[str, list[Any]] = {}
-        for t in plan.tracks:
-            if t.name not in sources:
-                raise RenderError(f"no stem file for track {t.name!r}")
-            prefader[t.name] = _track_prefader(g, t, sources[t.name], sr)
-        # Sidechain ducking: the trigger's processed, pre-fader level drives the target's gain.
-        for d in plan.ducking:
-            det = _detector(g, prefader[d.trigger])
-            gain = _compress_gain(g, det, d.threshold_db, d.ratio, d.attack_ms, d.release_ms, 0.0)
-            gain = g.k(pyo.Max(gain, comp=db_to_gain(-d.depth_db)))
-            prefader[d.target] = [g.k(ch * gain) for ch in prefader[d.target]]
+    for t in plan.tracks:
+        if t.name not in sources:
+            raise RenderError(f"no stem file for track {t.name!r}")
+    stem_paths = {t.name: stems_dir / f"{t.name}.wav" for t in plan.tracks}
+    mix_path = out_dir / "mix.wav"
 
-        bus_inputs: dict[str, list[Any]] = {b.name: [] for b in plan.buses}
-        bus_inputs["mix"] = []
-        fx_inputs: dict[str, list[Any]] = {f.name: [] for f in plan.fx}
-        stem_paths: dict[str, Path] = {}
-        for t in plan.tracks:
-            chans = prefader[t.name]
-            fader = 0.0 if t.mute else db_to_gain(t.gain_db)
-            out = _pan(g, chans, t.pan, t.width, fader)
-            path = stems_dir / f"{t.name}.wav"
-            records.append(g.k(pyo.Record(out, filename=str(path), chnls=2, fileformat=0, sampletype=_FLOAT32, buffering=_RECORD_BUFFERING)))
-            stem_paths[t.name] = path
-            if t.mute:
-                continue
-            bus_inputs[t.bus].append(out)
-            for s in t.sends:
-                src = _pan(g, chans, t.pan, t.width, 1.0) if s.pre_fader else out
-                fx_inputs[s.bus].append(g.k(src * db_to_gain(s.level_db)))
+    groups: list[list[str]] = []
+    stats: list[dict[str, Any]] = []
+    if processes > 1 and len(plan.tracks) > 1:
+        cpu_s = frames / sr * sum(track_cost(t, sources[t.name].channels, sr) for t in plan.tracks)
+        if cpu_s >= MIN_PARALLEL_CPU_S:
+            groups = split_tracks(plan, sources, processes)
 
-        mix_parts = list(bus_inputs["mix"])
-        for b in plan.buses:
-            if not bus_inputs[b.name]:
-                continue
-            summed = g.k(pyo.Mix(bus_inputs[b.name], voices=2))
-            chans = _split(g, summed, 2)
-            chans = _eq(g, chans, b.eq, sr)
-            chans = _compressor(g, chans, b.compressor)
-            gain = db_to_gain(b.gain_db)
-            mix_parts.append(_stereo(g, g.k(chans[0] * gain), g.k(chans[1] * gain)))
-        for f in plan.fx:
-            if not fx_inputs[f.name]:
-                continue
-            summed = g.k(pyo.Mix(fx_inputs[f.name], voices=2))
-            ret = db_to_gain(f.return_db)
-            if f.kind == "reverb":
-                mono = _mono(g, _split(g, summed, 2))
-                x = _highpass(g, [mono], f.highpass_hz, 12)[0]
-                if f.predelay_ms > 0:
-                    x = _sdelay(g, x, int(round(f.predelay_ms * sr / 1000.0)), sr)
-                wet = g.k(pyo.STRev(x, inpos=0.5, revtime=f.decay_s, cutoff=f.lowpass_hz, bal=1.0,
-                                    roomSize=f.room_size, firstRefGain=-3.0, mul=ret))
-                mix_parts.append(wet)
-            else:
-                chans = _highpass(g, _split(g, summed, 2), f.highpass_hz, 12)
-                chans = _filters(g, chans, 0, min(f.lowpass_hz, 0.45 * sr), (_BUTTER2_Q,))
-                t_s = plan.delay_time_ms(f) / 1000.0
-                wet = [g.k(pyo.Delay(c, delay=t_s, feedback=f.feedback, maxdelay=t_s + 0.1, mul=ret)) for c in chans]
-                mix_parts.append(_stereo(g, wet[0], wet[1]))
+    if len(groups) < 2:
+        def build_all(g: _Graph, records: list[Any]) -> None:
+            chains = _track_chains(g, plan, set(stem_paths), sources, sr)
+            outs: dict[str, Any] = {}
+            pre: dict[str, Any] = {}
+            for t in plan.tracks:
+                outs[t.name] = _fader(g, t, chains[t.name])
+                records.append(_record(g, outs[t.name], stem_paths[t.name]))
+                if _has_prefader_send(t):
+                    pre[t.name] = _pan(g, chains[t.name], t.pan, t.width, 1.0)
+            records.append(_record(g, _mix_section(g, plan, sr, outs, pre), mix_path))
 
-        if mix_parts:
-            mix = g.k(pyo.Mix(mix_parts, voices=2, mul=db_to_gain(plan.mix_gain_db)))
-        else:  # every track muted: a silent mix of the right length
-            mix = g.k(pyo.Sig([0.0, 0.0]))
-        mix_path = out_dir / "mix.wav"
-        records.append(g.k(pyo.Record(mix, filename=str(mix_path), chnls=2, fileformat=0, sampletype=_FLOAT32, buffering=_RECORD_BUFFERING)))
-        _run(server, frames, sr, work_dir / "server-scratch.wav", records)
-    except BaseException:
-        if server.getIsBooted():
-            for r in records:
-                r.stop()
-            server.shutdown()
-        raise
-    for p in [mix_path, *stem_paths.values()]:
-        _check_file(p, frames)
-    return RenderedMix(mix_path=mix_path, stem_paths=stem_paths, frames=frames, sample_rate_hz=sr)
+        _render_graph(sr, frames, work_dir / "server-scratch.wav", build_all)
+    else:
+        sends_dir = work_dir / "prefader-sends"
+        sends_dir.mkdir(parents=True, exist_ok=True)
+        jobs = [_TrackJob(plan=plan, names=names, sources={n: sources[n] for n in names}, stems_dir=stems_dir,
+                          sends_dir=sends_dir, frames=frames, scratch=work_dir / f"server-scratch-{i}.wav")
+                for i, names in enumerate(groups)]
+        stats = _run_workers(jobs)
+
+        def build_mix(g: _Graph, records: list[Any]) -> None:
+            live = [t for t in plan.tracks if not t.mute]
+            outs = {t.name: g.k(pyo.SfPlayer(str(stem_paths[t.name]), speed=1, loop=False)) for t in live}
+            pre = {t.name: g.k(pyo.SfPlayer(str(sends_dir / f"{t.name}.wav"), speed=1, loop=False))
+                   for t in live if _has_prefader_send(t)}
+            records.append(_record(g, _mix_section(g, plan, sr, outs, pre), mix_path))
+
+        try:
+            _render_graph(sr, frames, work_dir / "server-scratch.wav", build_mix)
+        finally:
+            for t in plan.tracks:
+                (sends_dir / f"{t.name}.wav").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                sends_dir.rmdir()
+    _check_file(mix_path, frames)
+    if len(groups) < 2:
+        for p in stem_paths.values():
+            _check_file(p, frames)
+    return RenderedMix(mix_path=mix_path, stem_paths=stem_paths, frames=frames, sample_rate_hz=sr,
+                       workers=stats)
 
 
 # -- mastering ----------------------------------------------------------------------------

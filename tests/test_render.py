@@ -78,8 +78,9 @@ class Render:
 
 
 def render(tmp_path: Path, stems: dict[str, np.ndarray], tracks: list[TrackPlan] | None = None,
-           **plan_kw) -> Render:
-    """Write ``stems`` and render a plan of ``tracks`` (default: one neutral track per stem)."""
+           *, processes: int | None = None, **plan_kw) -> Render:
+    """Write ``stems`` and render a plan of ``tracks`` (default: one neutral track per stem);
+    ``processes`` is passed to render_mix when given (else its default)."""
     k = next(_ids)
     folder = tmp_path / f"stems{k}"
     folder.mkdir()
@@ -101,9 +102,12 @@ def render(tmp_path: Path, stems: dict[str, np.ndarray], tracks: list[TrackPlan]
     out.mkdir()
     work.mkdir()
     content = max(len(a) for a in written.values())
-    result = render_mix(plan, srcs, out, content_frames=content, work_dir=work)
+    kw = {} if processes is None else {"processes": processes}
+    result = render_mix(plan, srcs, out, content_frames=content, work_dir=work, **kw)
     assert result.mix_path == out / "mix.wav"
-    return Render(plan, ins, out, result.frames)
+    r = Render(plan, ins, out, result.frames)
+    r.workers, r.work = result.workers, work
+    return r
 
 
 def track(name: str, file: str | None = None, **kw) -> TrackPlan:
@@ -505,3 +509,129 @@ def test_gate_opens_above_its_threshold_and_attenuates_by_its_range(tmp_path, th
         assert change == pytest.approx(loud_change, abs=0.2)
     for change in gain_change_db(y, xin, steady_windows(loud=False)):
         assert change == pytest.approx(quiet_change, abs=0.3)
+
+
+# -- rendering the tracks in worker processes ------------------------------------------------
+
+@pytest.fixture
+def always_parallel(monkeypatch):
+    """Use worker processes even for these short renders (normally rendered in-process)."""
+    import expertmix.render as render_module
+
+    monkeypatch.setattr(render_module, "MIN_PARALLEL_CPU_S", 0.0)
+
+
+def busy_session() -> tuple[dict[str, np.ndarray], list[TrackPlan], dict]:
+    """Mono and stereo tracks, two group buses (EQ, compressors), a track straight to the mix,
+    pre- and post-fader sends to a reverb and a delay, ducking, a gate, a de-esser, a mute."""
+    from expertmix.plan import DeEsser, Gate, GroupBus
+
+    stems = kick_and_bass()
+    stems["vox"] = noise(3.0, seed=50, channels=1, rms=0.1)
+    stems["keys"] = noise(2.5, seed=51, rms=0.15)
+    stems["gtr"] = noise(3.0, seed=52, channels=1, rms=0.2)
+    stems["perc"] = noise(1.0, seed=53, rms=0.05)
+    tracks = [
+        track("kick", bus="drums", cleanup=Cleanup(highpass_hz=30.0)),
+        track("bass", eq=[EQBand(kind="low_shelf", freq_hz=120.0, gain_db=2.0)], compressor=compressor()),
+        track("vox", bus="vocals", pan=-0.3, compressor=compressor(threshold_db=-30.0, knee_db=3.0),
+              deesser=DeEsser(enabled=True, threshold_db=-40.0),
+              sends=[Send(bus="verb", level_db=-12.0), Send(bus="echo", level_db=-18.0, pre_fader=True)]),
+        track("keys", width=1.5, gain_db=-3.0, cleanup=Cleanup(hum_notch_hz=50),
+              sends=[Send(bus="verb", level_db=-9.0, pre_fader=True)]),
+        track("gtr", pan=0.6, gate=Gate(enabled=True, threshold_db=-30.0), sends=[Send(bus="verb", level_db=-15.0)]),
+        track("perc", bus="drums", mute=True, sends=[Send(bus="verb", level_db=-6.0)]),
+    ]
+    kw = dict(buses=[GroupBus(name="drums", compressor=compressor(threshold_db=-24.0), gain_db=-1.0),
+                     GroupBus(name="vocals", eq=[EQBand(kind="peak", freq_hz=3000.0, gain_db=2.0)])],
+              fx=[FxBus(name="verb", kind="reverb", decay_s=1.2), FxBus(name="echo", kind="delay", note="1/8")],
+              ducking=[Ducking(target="bass", trigger="kick", depth_db=6.0)], tail_s=0.5, mix_gain_db=-2.0)
+    return stems, tracks, kw
+
+
+def test_two_worker_processes_write_the_same_bits_as_one_process(tmp_path, always_parallel):
+    """Workers write the post-fader stems (and pre-fader send signals) as float32, which holds
+    pyo's float32 samples exactly, and the buses, sends and mix sum them in the same order: every
+    file is byte-identical to the one-process render, whatever the split."""
+    stems, tracks, kw = busy_session()
+    one = render(tmp_path, stems, tracks, processes=1, **kw)
+    two = render(tmp_path, stems, tracks, processes=2, **kw)
+    again = render(tmp_path, stems, tracks, processes=2, **kw)
+    assert one.workers == []
+    assert len(two.workers) == 2
+    split = [set(w["tracks"]) for w in two.workers]
+    assert sorted(n for s in split for n in s) == sorted(t.name for t in tracks)   # each track once
+    assert any({"kick", "bass"} <= s for s in split)      # a ducking pair shares a worker
+    assert [w["tracks"] for w in again.workers] == [w["tracks"] for w in two.workers]
+    for rel in ["mix.wav"] + [f"stems/{t.name}.wav" for t in tracks]:
+        assert sha256(one.out / rel) == sha256(two.out / rel) == sha256(again.out / rel), rel
+    # and the comparison is not vacuous: the mix has the reverb, the ducking and the buses in it
+    assert level_db(one.mix[int(3.1 * SR):]) > -60.0
+    assert np.all(two.stems["perc"] == 0.0)
+    assert not any(two.work.iterdir())                    # pre-fader send files and scratch removed
+
+
+def test_split_is_deterministic_balanced_and_keeps_ducking_pairs_together():
+    from expertmix.render import split_tracks, track_cost
+
+    heavy = dict(eq=[EQBand(kind="peak", freq_hz=f, gain_db=3.0) for f in (100.0, 1000.0, 5000.0)],
+                 compressor=compressor(knee_db=6.0))
+    tracks = [track(f"t{i}", **(heavy if i % 3 == 0 else {})) for i in range(9)]
+    plan = MixPlan(stems_dir="/nowhere", sample_rate_hz=SR, tracks=tracks,
+                   ducking=[Ducking(target="t8", trigger="t1"), Ducking(target="t1", trigger="t4")])
+    sources = {t.name: StemSource(Path(f"/nowhere/{t.name}.wav"), 2 if i % 2 else 1) for i, t in enumerate(tracks)}
+    groups = split_tracks(plan, sources, 2)
+    assert groups == split_tracks(plan, sources, 2)
+    assert len(groups) == 2 and sorted(n for g in groups for n in g) == sorted(sources)
+    assert any({"t1", "t4", "t8"} <= set(g) for g in groups)
+    order = [t.name for t in tracks]
+    assert all(g == sorted(g, key=order.index) for g in groups)       # plan order inside a group
+    cost = {t.name: track_cost(t, sources[t.name].channels, SR) for t in tracks}
+    loads = sorted(sum(cost[n] for n in g) for g in groups)
+    assert loads[1] - loads[0] <= max(cost.values())                   # no worse than one track apart
+    assert split_tracks(plan, sources, 1) == [order]
+    assert len(split_tracks(plan, sources, 20)) == 7                   # 9 tracks, one group of 3
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_stem_pyo_cannot_read_is_a_render_error(tmp_path, always_parallel, processes):
+    from expertmix.errors import RenderError
+
+    stems, tracks, kw = busy_session()
+    bogus = tmp_path / "not-audio.wav"
+    bogus.write_text("this is not a WAV file")
+    plan = MixPlan(stems_dir=str(tmp_path), sample_rate_hz=SR, tracks=tracks, **kw)
+    sources = {}
+    for name, audio in stems.items():
+        path, data = write_stem(tmp_path, name, audio)
+        sources[name] = StemSource(path, 1 if data.ndim == 1 else 2)
+    sources["keys"] = StemSource(bogus, 2)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(RenderError, match="not-audio.wav"):
+        render_mix(plan, sources, tmp_path / "out", content_frames=3 * SR, work_dir=tmp_path,
+                   processes=processes)
+
+
+class _KillsTheWorker:
+    """Unpickling this in a worker process ends the process at once (as a crash would)."""
+
+    def __reduce__(self):
+        import os
+
+        return (os._exit, (3,))
+
+
+def test_a_worker_that_dies_or_fails_is_a_render_error(tmp_path):
+    from expertmix.errors import RenderError
+    from expertmix.render import _run_workers, _TrackJob
+
+    def job(**kw) -> _TrackJob:
+        args = dict(plan=None, names=["a"], sources={}, stems_dir=tmp_path, sends_dir=tmp_path, frames=BUFFER_FRAMES,
+                    scratch=tmp_path / "scratch.wav")
+        args.update(kw)
+        return _TrackJob(**args)
+
+    with pytest.raises(RenderError, match="died"):
+        _run_workers([job(sources={"a": _KillsTheWorker()}), job()])
+    with pytest.raises(RenderError, match="failed in a worker process: AttributeError"):
+        _run_workers([job(), job()])
