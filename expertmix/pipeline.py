@@ -5,6 +5,7 @@ Each step is a function from one plain object to the next; the CLI and the Pytho
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -23,6 +24,9 @@ from .io import atomic_write_text, staged_output
 from .master import MasterResult, master_mix
 from .plan import Decision, MixPlan, dump_plan, load_plan
 from .stems import Stem, StemSet, load_stems
+
+#: Worker processes for analysis and rendering: two, or one on a one-core machine.
+DEFAULT_PROCESSES = max(1, min(2, os.cpu_count() or 1))
 
 #: (stage, done, total) -> None; stage is a short label for a progress bar.
 Progress = Callable[[str, int, int], None]
@@ -54,7 +58,7 @@ class MixResult:
 
 def analyse_session(stems_dir: str | Path, *, cache_dir: Path, role_overrides: Mapping[str, str] | None = None,
                     roles_file: str | Path | None = None, exclude: Sequence[str] = (),
-                    sample_rate_hz: int | None = None, skip_silent: bool = False, processes: int = 2,
+                    sample_rate_hz: int | None = None, skip_silent: bool = False, processes: int = DEFAULT_PROCESSES,
                     progress: Progress = _noop) -> tuple[StemSet, SessionAnalysis]:
     """Load every stem (checks, resampling, cache for pyo), then describe them all in parallel
     processes (:func:`expertmix.descriptors.describe_session`): descriptors, masking, tempo."""
@@ -176,7 +180,8 @@ def _render_into(stage: Path, plan: MixPlan, stemset: StemSet, work: Path, progr
         sources[t.name] = StemSource(path=stem.render_path, channels=stem.channels)
     progress("rendering mix", 0, 2)
     t0 = time.perf_counter()
-    rendered = render_mix(plan, sources, stage, content_frames=stemset.frames, work_dir=work)
+    rendered = render_mix(plan, sources, stage, content_frames=stemset.frames, work_dir=work,
+                          processes=DEFAULT_PROCESSES)
     timings["render_s"] = time.perf_counter() - t0
     progress("mastering", 1, 2)
     t0 = time.perf_counter()
@@ -281,7 +286,7 @@ def run_plan(stems_dir: str | Path, plan_path: str | Path, *, genre: str = "pop"
 
 def run_analyse(stems_dir: str | Path, out_file: str | Path, *, role_overrides: Mapping[str, str] | None = None,
                 roles_file: str | Path | None = None, exclude: Sequence[str] = (), sample_rate_hz: int | None = None,
-                skip_silent: bool = False, processes: int = 2, progress: Progress = _noop) -> SessionAnalysis:
+                skip_silent: bool = False, processes: int = DEFAULT_PROCESSES, progress: Progress = _noop) -> SessionAnalysis:
     """Describe every stem (descriptors, masking, tempo) and write them as YAML (atomically)."""
     work = Path(tempfile.mkdtemp(prefix="expertmix-work-"))
     try:
