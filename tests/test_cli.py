@@ -241,3 +241,13 @@ def test_roles_from_the_audio_when_names_say_nothing_and_the_user_wins(tmp_path:
     assert roles == {"track_k": "kick", "track_b": "synth", "track_l": "lead_vocal"}
     assert any("track_k: role kick recognised from the audio" in n for n in p["notes"])
     assert not any(n.startswith("track_b: role") for n in p["notes"])
+
+
+def test_planning_is_deterministic_end_to_end(demo_out: Path, tmp_path: Path) -> None:
+    """Same stems, same version: the same plan (descriptors in worker processes, rules, learned
+    refinements) as the demo run, byte for byte."""
+    plan = tmp_path / "plan.yaml"
+    r = runner.invoke(app, ["plan", str(DEMO), "-o", str(plan), "-q"])
+    assert r.exit_code == 0, r.output
+    strip = lambda text: "\n".join(l for l in text.splitlines() if "stems_dir" not in l)  # noqa: E731
+    assert strip(plan.read_text()) == strip((demo_out / "plan.yaml").read_text())
