@@ -80,6 +80,17 @@ def write_report(path: Path, plan: MixPlan, stems: StemSet, master: MasterResult
             what = (f"reverb {f.decay_s:.1f} s, pre-delay {f.predelay_ms:.0f} ms, low-pass {f.lowpass_hz:.0f} Hz"
                     if f.kind == "reverb" else f"delay {f.note or ''} ({plan.delay_time_ms(f):.0f} ms), feedback {f.feedback:.2f}")
             lines.append(f"- **{f.name}**: {what}")
+    refined = [(t.name, key, d) for t in plan.tracks for key, d in t.why.items() if d.model_delta is not None]
+    if refined:
+        lines += ["", "## Learned refinements", "",
+                  "Values a learned model moved away from its rule's proposal, always within the rule's bounds "
+                  "(`--no-learning` for rules alone).", "",
+                  "| stem | value | rule | model | now | bounds |", "|---|---|---:|---:|---:|---|"]
+        for name, key, d in refined:
+            lo, hi = d.bounds if d.bounds else (None, None)
+            bounds = f"{lo:g} .. {hi:g}" if lo is not None else ""
+            rule = f"{d.rule_value:g}" if d.rule_value is not None else ""
+            lines.append(f"| {name} | `{key}` | {rule} | {d.model_delta:+.2f} | {_fmt(d.value)} | {bounds} |")
     lines += ["", "## Decisions", "", "Every value the planner set, who set it and why. "
               "An *edited* mark means the plan was changed by hand after planning.", ""]
     for t in plan.tracks:

@@ -251,3 +251,15 @@ def test_planning_is_deterministic_end_to_end(demo_out: Path, tmp_path: Path) ->
     assert r.exit_code == 0, r.output
     strip = lambda text: "\n".join(l for l in text.splitlines() if "stems_dir" not in l)  # noqa: E731
     assert strip(plan.read_text()) == strip((demo_out / "plan.yaml").read_text())
+
+
+def test_report_lists_learned_refinements_within_bounds(demo_out: Path) -> None:
+    report = (demo_out / "report.md").read_text()
+    assert "## Learned refinements" in report
+    plan = yaml.safe_load((demo_out / "plan.yaml").read_text())
+    moved = [(t["name"], d) for t in plan["tracks"] for d in t["why"].values() if d.get("model_delta") is not None]
+    assert moved
+    for name, d in moved:
+        lo, hi = d["bounds"]
+        assert lo - 1e-9 <= d["value"] <= hi + 1e-9, name
+        assert abs(d["rule_value"] + d["model_delta"] - d["value"]) < 0.01, name
