@@ -27,6 +27,8 @@ CHAIN_REFERENCE_LUFS = -20.0
 SILENT_MIX_LUFS = -70.0
 #: Extra margin under the true-peak ceiling for the limiter's first sample-peak threshold.
 _FIRST_MARGIN_DB = 0.6
+#: Extra lowering of the limiter threshold when a pass overshoots the true-peak ceiling, dB.
+_OVER_MARGIN_DB = 0.35
 _MAX_PASSES = 10
 #: Largest change of limiter drive per pass, and most drive beyond the plain loudness gain.
 _MAX_STEP_DB, _MAX_EXTRA_DRIVE_DB = 4.0, 12.0
@@ -161,7 +163,9 @@ def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_
         # aim for the middle of the tolerance: 0.2 LU, well inside the +-0.5 promise
         if abs(err_lu) <= min(0.2, plan.tolerance_lu) and over_db <= 0.0:
             break
-        limit = settings.limit_db - (over_db + 0.1 if over_db > 0 else 0.0)
+        # inter-sample overs grow as the limiter works harder (measured 1.0 -> 1.3 dB over the
+        # sample-peak threshold on a 16-stem session): correct with a margin, so one more pass does
+        limit = settings.limit_db - (over_db + _OVER_MARGIN_DB if over_db > 0 else 0.0)
         slope = 1.0  # LU of loudness per dB of drive; < 1 when the limiter works hard
         if len(history) >= 2 and abs(history[-1][0] - history[-2][0]) > 1e-6:
             slope = (history[-1][1] - history[-2][1]) / (history[-1][0] - history[-2][0])
