@@ -74,14 +74,24 @@ def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _read(path: Path) -> tuple[dict[str, Any], str]:
-    text = path.read_text(encoding="utf-8")
+def read_yaml_file(path: Path) -> tuple[Any, str]:
+    """Safe-load a rule or genre YAML file: (data, text). Bad YAML raises RulebookError with the
+    file and line (shared by genre profiles and the rulebook)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RulebookError(f"cannot read: {exc}", file=str(path)) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise RulebookError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=str(path),
                             line=mark.line + 1 if mark else None) from None
+    return data, text
+
+
+def _read(path: Path) -> tuple[dict[str, Any], str]:
+    data, text = read_yaml_file(path)
     if not isinstance(data, dict):
         raise RulebookError("a genre profile must be a YAML mapping", file=str(path))
     return data, text

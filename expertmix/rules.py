@@ -42,11 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-import yaml
 
 from .descriptor_specs import BANDS_HZ, DESCRIPTORS
 from .errors import RulebookError
-from .genres import GenreProfile
+from .genres import GenreProfile, read_yaml_file
 from .plan import (Cleanup, Compressor, DeEsser, Decision, Ducking, EQBand, Finding, FxBus, Gate, GroupBus, Limiter,
                    MasterPlan, MixPlan, NOTE_VALUES, Send, TrackPlan, _line_index, note_to_ms)
 from .resources import data_dir
@@ -1148,13 +1147,7 @@ def rule_dirs(extra: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] |
 
 
 def load_rule_file(path: Path) -> list[Rule]:
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise RulebookError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=str(path),
-                            line=mark.line + 1 if mark else None) from None
+    data, text = read_yaml_file(path)
     if data is None:
         return []
     if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
