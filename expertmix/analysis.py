@@ -85,6 +85,8 @@ HUM_FLOOR_SPAN_HZ = 10.0
 #: frequency (mains frequency stays within ~0.2 %).
 HUM_LINE_BINS = 1.5
 HUM_DRIFT = 0.002
+#: A line must be the largest bin out to this many bins beyond its tolerance window.
+HUM_SKIRT_BINS = 4
 #: Frames are averaged in this many groups; a line must stand out in every group.
 HUM_GROUPS = 3
 #: Cap for ``hum_excess_db`` when the floor is exactly zero (synthetic signals), dB.
@@ -233,6 +235,11 @@ def _line_excess_db(power: np.ndarray, bin_hz: float, line_hz: float) -> float:
     local = power[lo:hi]
     offsets = np.abs(np.arange(lo, hi) - centre)
     line = float(local[offsets <= tol].max())
+    # a steady partial a few Hz off the mains line (G2 = 98 Hz next to 100 Hz) puts its skirt in
+    # the tolerance window: a line that is not a local maximum is that skirt, not hum
+    beside = local[(offsets > tol) & (offsets <= tol + HUM_SKIRT_BINS)]
+    if beside.size and float(beside.max()) > line:
+        return 0.0
     ring = local[offsets > tol + 2]
     floor = float(np.median(ring)) if ring.size else 0.0
     if floor <= 0.0:

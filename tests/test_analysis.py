@@ -247,3 +247,15 @@ def test_to_dict_is_yaml_plain():
 def test_bad_input_is_an_input_error(bad):
     with pytest.raises(InputError):
         A.analyse_audio(bad, SR)
+
+
+def test_a_steady_note_beside_a_mains_harmonic_is_not_hum():
+    """A sustained G2 (98 Hz) with harmonics 196/294/392 Hz sits 2-8 Hz from the 100/200/300/400 Hz
+    mains lines: their skirts are not hum; a real 50 Hz hum added to the same note still is."""
+    rng = np.random.default_rng(3)
+    t = np.arange(int(10 * SR)) / SR
+    note = sum(0.3 / k * np.sin(2 * np.pi * 98.0 * k * t) for k in range(1, 7)) + 0.001 * rng.standard_normal(len(t))
+    a = A.analyse_audio(stereo(note.astype(np.float32)), SR)
+    assert a.hum_hz is None
+    with_hum = note + hum(50.0, len(t), amplitude=0.01)
+    assert A.analyse_audio(stereo(with_hum.astype(np.float32)), SR).hum_hz == 50.0
