@@ -683,24 +683,13 @@ def render_master_pre(mix_path: Path, out_path: Path, master: MasterPlan, pre_ga
     """
     sr = sample_rate_hz
     frames = render_frames(content_frames, 0)
-    server = _server(sr)
-    g = _Graph()
-    records: list[Any] = []
-    try:
+
+    def build(g: _Graph, records: list[Any]) -> None:
         player = g.k(pyo.SfPlayer(str(mix_path), speed=1, loop=False, mul=db_to_gain(pre_gain_db)))
-        chans = _split(g, player, 2)
-        chans = _eq(g, chans, master.eq, sr)
-        chans = _compressor(g, chans, master.glue)
-        rec = g.k(pyo.Record(_stereo(g, chans[0], chans[1]), filename=str(out_path), chnls=2, fileformat=0,
-                             sampletype=_FLOAT32, buffering=_RECORD_BUFFERING))
-        records.append(rec)
-        _run(server, frames, sr, work_dir / "server-scratch.wav", records)
-    except BaseException:
-        if server.getIsBooted():
-            for r in records:
-                r.stop()
-            server.shutdown()
-        raise
+        chans = _compressor(g, _eq(g, _split(g, player, 2), master.eq, sr), master.glue)
+        records.append(_record(g, _stereo(g, chans[0], chans[1]), out_path))
+
+    _render_graph(sr, frames, work_dir / "server-scratch.wav", build)
     _check_file(out_path, frames)
 
 
@@ -718,10 +707,8 @@ def render_master(pre_path: Path, out_path: Path, master: MasterPlan, settings: 
     sr = sample_rate_hz
     lat = limiter_latency_frames(master, sr)
     frames = render_frames(content_frames + lat, 0)
-    server = _server(sr)
-    g = _Graph()
-    records: list[Any] = []
-    try:
+
+    def build(g: _Graph, records: list[Any]) -> None:
         player = g.k(pyo.SfPlayer(str(pre_path), speed=1, loop=False, mul=db_to_gain(settings.drive_db)))
         chans = _split(g, player, 2)
         held = _running_max(g, _detector(g, chans), lat, sr)
@@ -731,16 +718,9 @@ def render_master(pre_path: Path, out_path: Path, master: MasterPlan, settings: 
                                 falltime=settings.release_ms / 1000.0, lookahead=0.0, knee=0.0,
                                 outputAmp=True))
         out = [g.k(_sdelay(g, c, lat, sr) * gain) for c in chans]
-        rec = g.k(pyo.Record(_stereo(g, out[0], out[1]), filename=str(out_path), chnls=2, fileformat=0,
-                             sampletype=_FLOAT32, buffering=_RECORD_BUFFERING))
-        records.append(rec)
-        _run(server, frames, sr, work_dir / "server-scratch.wav", records)
-    except BaseException:
-        if server.getIsBooted():
-            for r in records:
-                r.stop()
-            server.shutdown()
-        raise
+        records.append(_record(g, _stereo(g, out[0], out[1]), out_path))
+
+    _render_graph(sr, frames, work_dir / "server-scratch.wav", build)
     _check_file(out_path, frames)
     return lat
 
