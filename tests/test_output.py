@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from signals import kick_pattern
 
 from expertmix.errors import OutputError
 from expertmix.io import OUTPUT_MARKER, check_output_dir, staged_output
@@ -41,13 +42,7 @@ def synth_session(folder: Path, seconds: float = 2.0) -> Path:
     rng = np.random.default_rng(0)
     n = int(seconds * SR)
     t = np.arange(n) / SR
-    kick = np.zeros(n)
-    m = int(0.25 * SR)
-    k = np.arange(m) / SR
-    hit = 0.8 * np.sin(2 * np.pi * (50 + 100 * np.exp(-k / 0.02)) * k) * np.exp(-k / 0.08)
-    for s in np.arange(0.0, seconds, 0.5):
-        a = int(s * SR)
-        kick[a:a + m] += hit[: n - a]
+    kick = kick_pattern(seconds, SR)
     bass = 0.4 * np.sin(2 * np.pi * 55 * t)
     guitar = 0.2 * rng.standard_normal((n, 2)) * np.exp(-(t % 0.5) / 0.2)[:, None]
     folder.mkdir(parents=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from signals import kick_pattern
 import yaml
 
 from expertmix.errors import PlanError
@@ -30,13 +31,7 @@ def synth_session(folder: Path, seconds: float = 3.0) -> Path:
     rng = np.random.default_rng(0)
     n = int(seconds * SR)
     t = np.arange(n) / SR
-    kick = np.zeros(n)
-    m = int(0.25 * SR)
-    k = np.arange(m) / SR
-    hit = 0.8 * np.sin(2 * np.pi * (50 + 100 * np.exp(-k / 0.02)) * k) * np.exp(-k / 0.08)
-    for s in np.arange(0.0, seconds, 0.5):
-        a = int(s * SR)
-        kick[a:a + m] += hit[: n - a]
+    kick = kick_pattern(seconds, SR)
     bass = 0.4 * np.sin(2 * np.pi * 55 * t) + 0.1 * np.sin(2 * np.pi * 110 * t)
     f0 = 220 * (1 + 0.01 * np.sin(2 * np.pi * 5 * t))
     phase = 2 * np.pi * np.cumsum(f0) / SR
