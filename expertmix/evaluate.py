@@ -47,6 +47,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .descriptor_specs import BANDS_HZ
 from .errors import InputError
+from .io import iter_blocks
 from .loudness import ABSOLUTE_GATE_LUFS, LoudnessMeter
 from .units import power_to_db
 
@@ -284,12 +285,7 @@ def _open_info(path: Path) -> Any:
 
 def _blocks(path: Path) -> Iterable[np.ndarray]:
     try:
-        with sf.SoundFile(str(path)) as f:
-            while True:
-                block = f.read(BLOCK_FRAMES, dtype="float64", always_2d=True)
-                if len(block) == 0:
-                    return
-                yield block
+        yield from iter_blocks(path, BLOCK_FRAMES, dtype="float64")
     except (RuntimeError, OSError) as exc:
         raise InputError(f"cannot read audio: {exc}", path=str(path),
                          hint="check the file is a readable WAV/FLAC/AIFF/OGG/MP3") from None

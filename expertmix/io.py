@@ -148,11 +148,11 @@ def copy_wav(src: Path, dst: Path, *, start_frame: int, frames: int, subtype: st
         _zero_peak_timestamp(dst)
 
 
-def iter_blocks(path: Path, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
-    """Yield float32 blocks shaped (frames, channels) of an audio file."""
+def iter_blocks(path: Path, block_frames: int = BLOCK_FRAMES, dtype: str = "float32") -> Iterator[np.ndarray]:
+    """Yield blocks shaped (frames, channels) of an audio file."""
     with sf.SoundFile(str(path)) as f:
         while True:
-            block = f.read(block_frames, dtype="float32", always_2d=True)
+            block = f.read(block_frames, dtype=dtype, always_2d=True)
             if len(block) == 0:
                 return
             yield block
