@@ -413,7 +413,7 @@ def rules_vocabulary(json_out: bool = JSON) -> None:
     for n, doc in v["descriptors"].items():
         out.print(f"  {n:<24} {escape(doc)}", highlight=False)
     out.print(f"[bold]genre parameters[/]  {', '.join(v['genre_parameters'])}", highlight=False)
-    out.print(f"[bold]bands[/]  " + ", ".join(f"{b} {lo:g}-{hi:g} Hz" for b, (lo, hi) in v["bands"].items()), highlight=False)
+    out.print("[bold]bands[/]  " + ", ".join(f"{b} {lo:g}-{hi:g} Hz" for b, (lo, hi) in v["bands"].items()), highlight=False)
 
 
 @rules_app.command("explain")

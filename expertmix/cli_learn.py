@@ -8,7 +8,6 @@ follow the main CLI: a message with its fix on stderr and the family's exit code
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -194,7 +193,7 @@ def inspect_cmd(models_dir: Optional[Path] = typer.Argument(None, help="a models
         o.print(f"  prediction scale {card.get('prediction_scale', 1.0):g} (toward the rules); refines the roles "
                 f"{', '.join(sorted(card.get('roles') or {})) or 'all'}", highlight=False)
         lib = card.get("libraries", {})
-        o.print(f"  libraries: " + ", ".join(f"{k} {v}" for k, v in sorted(lib.items())), highlight=False)
+        o.print("  libraries: " + ", ".join(f"{k} {v}" for k, v in sorted(lib.items())), highlight=False)
         cv = (card.get("metrics") or {}).get("cv_by_song")
         if cv:
             o.print(f"  CV by song ({cv['n_songs']} songs, {cv['n_test_rows']} rows): error {cv['mae']:.3f} vs rules "

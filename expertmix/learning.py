@@ -298,7 +298,6 @@ class Refiner:
             if self.strict:
                 raise ModelError(f"cannot compute the learning features of this session ({exc})") from None
             return plan, [f"learning skipped: cannot compute its features ({exc}); the rules alone decide"]
-        by_name = {t.name: t for t in new.tracks}
         moved = 0
         unseen: set[str] = set()
         biggest: tuple[float, str] = (0.0, "")

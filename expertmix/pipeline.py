@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
 import yaml
 
 from . import __version__
@@ -23,7 +22,7 @@ from .genres import GenreProfile, load_genre
 from .io import atomic_write_text, staged_output
 from .master import MasterResult, master_mix
 from .plan import Decision, MixPlan, dump_plan, load_plan
-from .stems import Stem, StemSet, load_stems
+from .stems import StemSet, load_stems
 
 #: Worker processes for analysis and rendering: two, or one on a one-core machine.
 DEFAULT_PROCESSES = max(1, min(2, os.cpu_count() or 1))

@@ -19,7 +19,7 @@ One rule is one heuristic. A rule file (``rules/*.yaml``) holds a list under ``r
         - {expect: silent, session: {stems: {gtr: {role: guitar}}}}
 
 Everything in ``when`` and ``then`` is a small closed vocabulary defined in this module
-(:data:`CONDITIONS`, :data:`TERMS`, :data:`ACTIONS`, the slots from :func:`slot_specs`), listed by
+(:data:`CONDITIONS`, :data:`TERMS`, :data:`ACTIONS`, the slots in :data:`SLOTS`), listed by
 ``expertmix rules vocabulary``. Nothing is evaluated as code: a value is a number, or a sum of
 named terms (a descriptor times a scale, a role table, a genre parameter, another slot ...), with
 optional ``min``/``max``/``round``. Every name is resolved when the rulebook loads; a mistake is
@@ -132,10 +132,6 @@ def _build_slots() -> dict[str, dict[str, SlotSpec]]:
 
 
 SLOTS: dict[str, dict[str, SlotSpec]] = _build_slots()
-
-
-def slot_specs() -> dict[str, dict[str, SlotSpec]]:
-    return SLOTS
 
 
 # ============================================================================= context ====
@@ -287,6 +283,7 @@ class Eval:
     slot: Callable[[str], Any] | None = None        # resolved slot of this target
     engine: "_Engine | None" = None
     placement: float = 0.0
+    trace: "RuleTrace | None" = None
 
 
 TERMS: dict[str, str] = {
@@ -337,7 +334,6 @@ class Value:
     low: float | None = None
     high: float | None = None
     round_to: float | None = None
-    slot_refs: tuple[str, ...] = ()
 
     def __call__(self, ev: Eval) -> Any:
         if not self.terms:
@@ -443,7 +439,6 @@ def _compile_value(where: _Where, spec: Any, scope: str, params: Mapping[str, fl
                 v.terms.append(_compile_term(where, item, scope, params, *sub, "sum", i))
     else:
         v.terms.append(_compile_term(where, spec, scope, params, *sub))
-    v.slot_refs = tuple(t[1] for t in v.terms if t[0] == "slot")
     return v
 
 
@@ -1214,7 +1209,6 @@ class Resolved:
     value: Any
     rule: Rule
     reason: str
-    rule_value: Any
     contributors: list[str]
 
 
@@ -1231,9 +1225,7 @@ class _Engine:
         self.trace: list[RuleTrace] = []
         self.resolved: dict[tuple[str, str], dict[str, Resolved | None]] = {}
         self.resolving: set[tuple[str, str, str]] = set()
-        self.targets: dict[str, list[str]] = {}
-        self.pairs: list[tuple[str, str]] = []
-        self.fired: dict[tuple[str, str], list[Rule]] = {}
+        self._balance = 0.0  # running left/right balance of the alternate placements
 
     # -- resolution ---------------------------------------------------------------------
     def value(self, scope: str, target: str, slot: str) -> Any:
@@ -1263,7 +1255,7 @@ class _Engine:
             caps = [(p.action.high(p.ev), p) for p in limits if p.action.high is not None]
             if caps:
                 cap, p = min(caps, key=lambda c: c[0])
-                result = Resolved(cap, p.rule, self._reason(p, cap), cap, [p.rule.id])
+                result = Resolved(cap, p.rule, self._reason(p, cap), [p.rule.id])
         elif sets or adds:
             spec = SLOTS[scope][slot]
             if sets:
@@ -1276,7 +1268,6 @@ class _Engine:
                         self._trace_of(p).overridden[slot] = win.rule.id
             else:
                 value, base_rule, contributors, reason = 0.0 if spec.kind == "float" else 0, adds[0].rule, [], ""
-            rule_value = value
             for p in sorted(adds, key=lambda p: (-p.rule.priority, p.order)):
                 delta = p.action.value(p.ev)
                 value = value + delta
@@ -1302,7 +1293,7 @@ class _Engine:
                 value = int(round(value))
             elif spec.kind == "mains":
                 value = 50 if float(value) < 55.0 else 60
-            result = Resolved(value, base_rule, reason, rule_value, contributors)
+            result = Resolved(value, base_rule, reason, contributors)
         done[slot] = result
         self.resolving.discard((scope, target, slot))
         return result
@@ -1312,7 +1303,7 @@ class _Engine:
         return render_template(text, p.ev, value)
 
     def _trace_of(self, p: Proposal) -> RuleTrace:
-        return p.ev.engine_trace  # type: ignore[attr-defined]
+        return p.ev.trace
 
     # -- predictions ----------------------------------------------------------------------
     def track_level_db(self, t: TrackContext) -> float | None:
@@ -1394,14 +1385,13 @@ class _Engine:
                         why = f"trigger {trigger.name}: {why}" if not ok else why
                     ev.match = match
                     tr = RuleTrace(rule.id, target, ok, "" if ok else why)
-                    ev.engine_trace = tr  # type: ignore[attr-defined]
+                    ev.trace = tr
                     self.trace.append(tr)
                     if ok:
                         fired.append((ev, tr))
                 self._place(rule, fired)
                 for ev, tr in fired:
                     key = (scope, ev.target)
-                    self.fired.setdefault(key, []).append(rule)
                     for action in rule.then:
                         counter += 1
                         p = Proposal(rule, action, ev, counter)
@@ -1448,7 +1438,7 @@ class _Engine:
         groups: dict[str, list[Eval]] = {}
         for ev, _tr in fired:
             groups.setdefault(ev.track.role, []).append(ev)
-        balance = getattr(self, "_balance", 0.0)
+        balance = self._balance
         for role, evs in groups.items():
             if len(evs) > 1 and kind in ("spread", "spread_or_alternate"):
                 n = len(evs)
@@ -1612,7 +1602,6 @@ def build_plan(engine: _Engine) -> MixPlan:
                    tempo_bpm=round(min(300.0, max(30.0, ctx.tempo_bpm)), 1), tracks=tracks, buses=buses, fx=fxs,
                    ducking=ducking, master=master_for(ctx.genre), notes=list(ctx.notes) + engine.notes,
                    findings=engine.findings)
-    plan.master.glue.enabled = plan.master.glue.enabled
     _apply_slots(engine, "mix", "mix", plan, plan.why)
     plan.master.eq = _apply_eq(engine, "mix", "mix", plan.master.eq, plan.master.why)
     return MixPlan.model_validate(plan.model_dump())
