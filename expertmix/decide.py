@@ -47,18 +47,20 @@ class RulebookPlanner:
         self.last: RulebookResult | None = None
         self.context: SessionContext | None = None
         self._refiner: Any = None
+        self._refiner_loaded = False
         self._refiner_notes: list[str] = []
         if learning and models_dir is not None:
             self._load_refiner()  # a broken --models folder fails before any audio work
 
     def _load_refiner(self) -> Any:
-        if self._refiner is None:
+        """The learned refiner (None when there is none), loaded once per planner."""
+        if not self._refiner_loaded:
             from .learning import load_refiner  # the learned refinements (LightGBM, via gbm.py)
 
-            self._refiner_notes = []
             self._refiner = load_refiner(self.models_dir, strict=self.models_dir is not None,
-                                         notes=self._refiner_notes) or False
-        return self._refiner or None
+                                         notes=self._refiner_notes)
+            self._refiner_loaded = True
+        return self._refiner
 
     def __call__(self, stems: StemSet, analysis: SessionAnalysis, genre: GenreProfile) -> MixPlan:
         self.context = session_context(stems, analysis, genre)

@@ -91,7 +91,6 @@ def _roles_from_audio(stemset: StemSet, desc: Any) -> StemSet:
 
     guesses = guess_roles(unknown, min_confidence=0.5)
     stems = []
-    warnings = list(stemset.warnings)
     for s in stemset.stems:
         g = guesses.get(s.name)
         if g is None:
@@ -107,7 +106,7 @@ def _roles_from_audio(stemset: StemSet, desc: Any) -> StemSet:
         else:
             stems.append(replace(s, warnings=kept + (f"role not recognised from the name or the audio ({g.reason}); "
                                                      f"using 'other': set it with --role {s.path.name}=ROLE",)))
-    return replace(stemset, stems=tuple(stems), warnings=tuple(warnings))
+    return replace(stemset, stems=tuple(stems))
 
 
 def make_plan(stemset: StemSet, analysis: SessionAnalysis, *, genre: str | GenreProfile = "pop",
