@@ -139,12 +139,10 @@ largest as masker (0.0 when none).
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import multiprocessing
 import os
 import threading
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -167,9 +165,11 @@ from .descriptor_specs import (  # noqa: E402
 from .errors import InputError  # noqa: E402
 from .io import atomic_write_text  # noqa: E402
 from .loudness import ABSOLUTE_GATE_LUFS, as_frames  # noqa: E402
-from .stems import StemSet  # noqa: E402
+from .stems import (Stem, StemInfo, StemProbe, StemSet, assemble_stemset, prepare_cache,  # noqa: E402
+                    prepare_stem)
 from .tempo import estimate_tempo_bpm, onset_envelope  # noqa: E402
 from .units import SILENCE_DB, power_to_db  # noqa: E402
+from .workers import WorkerPool, worker_pool  # noqa: E402
 
 # --- constants ------------------------------------------------------------------------------
 
@@ -964,75 +964,97 @@ def _describe_file(path: str, sample_rate_hz: int) -> tuple[StemDescriptors, np.
     return described, onset_envelope(mono if mono is not None else audio, sr)
 
 
-def _pool_context() -> multiprocessing.context.BaseContext:
-    """forkserver (workers fork from a clean server that has imported this module) where it
-    exists, else spawn; never plain fork (the parent may hold threads, e.g. BLAS or pyo)."""
-    methods = multiprocessing.get_all_start_methods()
-    if "forkserver" in methods:
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])
-        return ctx
-    return multiprocessing.get_context("spawn")
-
-
-#: Thread-count variables set to 1 for worker processes (unless the user set them): the
-#: workers already use every core, and idle BLAS threads spin.
-_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-_ENV_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _single_threaded_children():
-    """Set the BLAS/OpenMP thread counts to 1 while worker processes start (they inherit the
-    environment then: the forkserver, or each spawned worker); restore them afterwards."""
-    with _ENV_LOCK:
-        added = [k for k in _THREAD_VARS if k not in os.environ]
-        for k in added:
-            os.environ[k] = "1"
-        try:
-            yield
-        finally:
-            for k in added:
-                os.environ.pop(k, None)
-
-
-def describe_session(stemset: StemSet, *, processes: int = 2,
+def describe_session(stemset: StemSet, *, processes: int = 2, pool: WorkerPool | None = None,
                      progress: Progress | None = None) -> SessionDescriptors:
     """Describe every stem of ``stemset`` (read from ``stem.render_path``), then tempo and masking.
 
-    ``processes``: worker processes (1 describes in this process). Results are in stem order
-    and do not depend on ``processes``. ``progress(name, done, total)`` is called each time a
-    stem is described (``name``: that stem; ``done``: how many are, 1 .. total).
+    ``processes``: worker processes (1 describes in this process), or ``pool``: a running
+    :class:`expertmix.workers.WorkerPool` to use. Results are in stem order and do not depend on
+    either. ``progress(name, done, total)`` is called each time a stem is described (``name``:
+    that stem; ``done``: how many are, 1 .. total).
 
     Workers start with forkserver (spawn where it does not exist) and single-threaded BLAS, so
     a script that calls this with ``processes > 1`` needs the usual
     ``if __name__ == "__main__":`` guard.
     """
     stems = list(stemset.stems)
-    total = len(stems)
     sr = int(stemset.sample_rate_hz)
+    jobs = [(stem.name, _describe_file, (str(stem.render_path), sr)) for stem in stems]
+    results = _run_jobs(jobs, processes, pool, progress)
+    return _session(stems, {n: r[0] for n, r in results.items()}, {n: r[1] for n, r in results.items()}, sr)
+
+
+def _load_and_describe(info: StemInfo, cache: Path, protected: frozenset[Path], skip_silent: bool
+                       ) -> tuple[Stem | None, str | None, StemDescriptors | None, np.ndarray | None]:
+    """Worker: decode one stem once (:func:`expertmix.stems.prepare_stem`: checks, cache file)
+    and describe that same decode; also its tempo onset envelope."""
+    stem, warning, audio = prepare_stem(info, cache, protected, skip_silent=skip_silent)
+    if stem is None:
+        return None, warning, None, None
+    described, mono = _describe(audio, info.sample_rate_hz)
+    return stem, warning, described, onset_envelope(mono if mono is not None else audio, info.sample_rate_hz)
+
+
+def load_and_describe(probe: StemProbe, cache_dir: str | os.PathLike[str], *, skip_silent: bool = False,
+                      processes: int = 2, pool: WorkerPool | None = None,
+                      progress: Progress | None = None) -> tuple[StemSet, SessionDescriptors]:
+    """Load (as :func:`expertmix.stems.load_stems`) and describe (as :func:`describe_session`)
+    every probed stem, decoding each once, in worker processes.
+
+    The first bad stem in name order raises its :class:`InputError`; the results do not depend
+    on ``processes``/``pool``.
+    """
+    cache, protected = prepare_cache(cache_dir, probe)
+    jobs = [(info.name, _load_and_describe, (info, cache, protected, skip_silent)) for info in probe.stems]
+    results = _run_jobs(jobs, processes, pool, progress)
+    stemset = assemble_stemset(probe, [(r[0], r[1]) for r in results.values()])
+    stems = list(stemset.stems)
+    described = {s.name: results[s.name][2] for s in stems}
+    envelopes = {s.name: results[s.name][3] for s in stems}
+    return stemset, _session(stems, described, envelopes, int(stemset.sample_rate_hz))
+
+
+def _run_jobs(jobs: list[tuple[str, Callable[..., Any], tuple]], processes: int, pool: WorkerPool | None,
+              progress: Progress | None) -> dict[str, Any]:
+    """Run ``(name, fn, args)`` jobs in this process (``processes == 1`` and no pool) or in
+    worker processes; results keyed by name, in job order. The first job (in order) that
+    failed raises its exception; the others are cancelled."""
     report = progress or (lambda stage, done, count: None)
-    results: dict[str, tuple[StemDescriptors, np.ndarray]] = {}
-    workers = max(1, min(int(processes), total))
-    if workers == 1:
-        for i, stem in enumerate(stems, start=1):
-            results[stem.name] = _describe_file(str(stem.render_path), sr)
-            report(stem.name, i, total)
-    else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
-            with _single_threaded_children():
-                futures = {pool.submit(_describe_file, str(stem.render_path), sr): stem.name
-                           for stem in stems}
-            try:
-                for done, fut in enumerate(as_completed(futures), start=1):
-                    results[futures[fut]] = fut.result()
-                    report(futures[fut], done, total)
-            except BaseException:
-                for fut in futures:
-                    fut.cancel()
-                raise
-    described = {stem.name: results[stem.name][0] for stem in stems}
-    tempo, confidence = estimate_tempo_bpm([results[stem.name][1] for stem in stems])
+    total = len(jobs)
+    results: dict[str, Any] = {}
+    if pool is None and (int(processes) <= 1 or total <= 1):
+        for i, (name, fn, args) in enumerate(jobs, start=1):
+            results[name] = fn(*args)
+            report(name, i, total)
+        return results
+    with worker_pool(min(int(processes), total), pool) as workers:
+        futures = [workers.submit(fn, *args) for _name, fn, args in jobs]
+        names = {fut: name for fut, (name, _fn, _args) in zip(futures, jobs)}
+        try:
+            for done, fut in enumerate(as_completed(futures), start=1):
+                if fut.exception() is not None:
+                    break
+                report(names[fut], done, total)
+            # in job order: the first failure raises (errors do not depend on timing); the
+            # jobs after it are cancelled
+            for i, fut in enumerate(futures):
+                if fut.exception() is not None:
+                    for later in futures[i + 1:]:
+                        later.cancel()
+                    raise fut.exception()
+                results[names[fut]] = fut.result()
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+    return results
+
+
+def _session(stems: list[Stem], described: dict[str, StemDescriptors], envelopes: dict[str, np.ndarray],
+             sr: int) -> SessionDescriptors:
+    """Tempo and masking over the described stems (in stem order)."""
+    described = {stem.name: described[stem.name] for stem in stems}
+    tempo, confidence = estimate_tempo_bpm([envelopes[stem.name] for stem in stems])
     masking = compute_masking(described)
     return SessionDescriptors(stems=described, roles={s.name: s.role for s in stems},
                               tempo_bpm=tempo, tempo_confidence=float(confidence),

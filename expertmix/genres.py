@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import InputError, RulebookError
+from .io import yaml_compose, yaml_load
 from .resources import data_dir
 
 
@@ -82,7 +83,7 @@ def read_yaml_file(path: Path) -> tuple[Any, str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise RulebookError(f"cannot read: {exc}", file=str(path)) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise RulebookError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=str(path),
@@ -161,7 +162,7 @@ def load_genre(name: str, extra: str | os.PathLike[str] | None = None) -> GenreP
 
 
 def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
-    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    node = yaml_compose(text)
     line = None
     for part in loc:
         if not isinstance(node, yaml.MappingNode):

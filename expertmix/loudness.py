@@ -241,6 +241,10 @@ def _interpolator(oversample: int, taps_per_phase: int, kaiser_beta: float) -> n
     return H
 
 
+#: Windows per run when the true-peak meter skips runs that cannot beat its reading.
+_TP_RUN_FRAMES = 4096
+
+
 class TruePeakMeter:
     """Streaming true-peak and sample-peak meter (BS.1770-4 Annex 2).
 
@@ -276,14 +280,40 @@ class TruePeakMeter:
         self._true_peak = 0.0
         self._sample_peak = 0.0
 
-    def _interpolated_peak(self, xx: np.ndarray) -> float:
-        """Max |interpolated sample| over all full windows of ``xx`` (frames, channels)."""
-        if len(xx) < self._width:
+    def _interpolated_peak(self, xx: np.ndarray, floor: float = 0.0) -> float:
+        """Max |interpolated sample| over all full windows of ``xx`` (frames, channels), or a
+        value <= ``floor`` when none exceeds it.
+
+        Windows are taken in runs of :data:`_TP_RUN_FRAMES`; runs whose sample peak times the
+        interpolator's worst-case gain cannot beat ``floor`` (or the block's own sample peak,
+        which the true peak is never below) are skipped exactly, so quiet passages cost little.
+        """
+        n = len(xx) - self._width + 1  # number of full windows
+        if n <= 0:
             return 0.0
-        best = 0.0
-        for c in range(self.channels):
-            y = sliding_window_view(xx[:, c], self._width) @ self._H
-            best = max(best, float(y.max()), float(-y.min()))
+        run = _TP_RUN_FRAMES
+        starts = np.arange(0, n, run)
+        mag = np.abs(xx[:, 0])
+        for c in range(1, self.channels):  # (a max over axis 1 of a (frames, 2) array is slow)
+            np.maximum(mag, np.abs(xx[:, c]), out=mag)
+        peaks = np.maximum.reduceat(mag, starts)  # run k reads mag[start_k : start_k + run + width - 1]
+        peaks[:-1] = np.maximum(peaks[:-1], peaks[1:])  # run >= width: bound the overlap by the next run
+        need = peaks * self._gain_bound > max(floor, float(mag.max()))
+        best = floor
+        k, runs = 0, len(starts)
+        while k < runs:  # contiguous spans of needed runs, one matrix product each
+            if not need[k]:
+                k += 1
+                continue
+            j = k
+            while j + 1 < runs and need[j + 1]:
+                j += 1
+            i0, i1 = int(starts[k]), min(int(starts[j]) + run, n)
+            seg = xx[i0: i1 + self._width - 1]
+            for c in range(self.channels):
+                y = sliding_window_view(seg[:, c], self._width) @ self._H
+                best = max(best, float(y.max()), float(-y.min()))
+            k = j + 1
         return best
 
     def process(self, block: np.ndarray) -> None:
@@ -303,7 +333,7 @@ class TruePeakMeter:
         xx = np.concatenate((self._history, x), axis=0)
         window_peak = max(block_peak, self._history_peak)
         if self.oversample > 1 and window_peak * self._gain_bound > self._true_peak:
-            self._true_peak = max(self._true_peak, self._interpolated_peak(xx))
+            self._true_peak = max(self._true_peak, self._interpolated_peak(xx, self._true_peak))
         self._history = xx[len(xx) - (self._width - 1):].copy()
         self._history_peak = float(np.max(np.abs(self._history))) if len(self._history) else 0.0
 
@@ -312,7 +342,7 @@ class TruePeakMeter:
         if self.oversample == 1 or self._history_peak * self._gain_bound <= self._true_peak:
             return self._true_peak
         tail = np.concatenate((self._history, np.zeros_like(self._history)), axis=0)
-        return max(self._true_peak, self._interpolated_peak(tail))
+        return max(self._true_peak, self._interpolated_peak(tail, self._true_peak))
 
     @property
     def true_peak_linear(self) -> float:
@@ -552,20 +582,34 @@ def measure_loudness(x: np.ndarray, sample_rate_hz: int) -> LoudnessStats:
     return _metered(x, sample_rate_hz, True).stats()
 
 
-def measure_loudness_file(path: str, block_frames: int = 65536) -> LoudnessStats:
-    """:func:`measure_loudness` of an audio file, streamed in ``block_frames`` blocks.
-
-    Memory stays constant in the file length. Unreadable files raise :class:`InputError`."""
+def meter_file(path: str, *, start_frame: int = 0, frames: int | None = None, track_peaks: bool = True,
+               block_frames: int = 65536) -> LoudnessMeter:
+    """A :class:`LoudnessMeter` fed with ``frames`` frames of an audio file from ``start_frame``
+    (to the end when ``frames`` is None), streamed in ``block_frames`` blocks: its stats and its
+    momentary/short-term series are then at hand. Unreadable files raise :class:`InputError`."""
     import soundfile as sf
 
     try:
-        info = sf.info(str(path))
-        meter = LoudnessMeter(info.samplerate, info.channels)
-        for block in sf.blocks(str(path), blocksize=block_frames, dtype="float32", always_2d=True):
-            meter.process(block)
+        with sf.SoundFile(str(path)) as f:
+            meter = LoudnessMeter(f.samplerate, f.channels, track_peaks=track_peaks)
+            f.seek(min(max(0, int(start_frame)), f.frames))
+            left = f.frames if frames is None else int(frames)
+            while left > 0:
+                block = f.read(min(block_frames, left), dtype="float32", always_2d=True)
+                if len(block) == 0:
+                    break
+                meter.process(block)
+                left -= len(block)
     except (RuntimeError, OSError) as exc:  # soundfile's LibsndfileError is a RuntimeError
         raise InputError(f"cannot read audio: {exc}", path=str(path),
                          hint="check the file is a readable WAV/FLAC/AIFF") from exc
     except InputError as exc:
         raise InputError(exc.message, path=str(path), hint=exc.hint) from exc
-    return meter.stats()
+    return meter
+
+
+def measure_loudness_file(path: str, block_frames: int = 65536) -> LoudnessStats:
+    """:func:`measure_loudness` of an audio file, streamed in ``block_frames`` blocks.
+
+    Memory stays constant in the file length. Unreadable files raise :class:`InputError`."""
+    return meter_file(path, block_frames=block_frames).stats()

@@ -16,8 +16,8 @@ from pathlib import Path
 from .errors import InputError, RenderError
 import numpy as np
 
-from .io import copy_wav, iter_blocks
-from .loudness import LoudnessMeter, LoudnessStats, measure_loudness_file
+from .io import copy_wav
+from .loudness import LoudnessMeter, LoudnessStats, meter_file
 from .plan import MasterPlan
 from .render import MasterSettings, render_master, render_master_pre
 
@@ -74,21 +74,19 @@ PUMPING_LU = 1.5
 
 
 def _momentary(path: Path) -> np.ndarray:
-    meter: LoudnessMeter | None = None
-    for block in iter_blocks(path):
-        if meter is None:
-            import soundfile as sf
-
-            meter = LoudnessMeter(sf.info(str(path)).samplerate, block.shape[1], track_peaks=False)
-        meter.process(block)
-    return meter.momentary_lufs() if meter is not None else np.zeros(0)
+    return meter_file(str(path), track_peaks=False).momentary_lufs()
 
 
 def gain_modulation_lu(mix_path: Path, master_path: Path) -> float:
     """How much the master chain's gain moves: the p5..p95 spread of master minus mix momentary
     loudness over the blocks within 20 LU of the loudest. A static gain reads ~0; pumping reads
     several LU."""
-    a, b = _momentary(mix_path), _momentary(master_path)
+    return modulation_lu(_momentary(mix_path), _momentary(master_path))
+
+
+def modulation_lu(mix_momentary_lufs: np.ndarray, master_momentary_lufs: np.ndarray) -> float:
+    """:func:`gain_modulation_lu` from the two momentary loudness series (LUFS per 100 ms)."""
+    a, b = mix_momentary_lufs, master_momentary_lufs
     n = min(len(a), len(b))
     if n == 0:
         return 0.0
@@ -129,7 +127,8 @@ class MasterResult:
 def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_hz: int, frames: int,
                work_dir: Path) -> MasterResult:
     """Master ``mix_path`` into ``out_path`` (24-bit WAV, same length as the mix)."""
-    mix_stats = measure_loudness_file(str(mix_path))
+    mix_meter = meter_file(str(mix_path))
+    mix_stats = mix_meter.stats()
     target, ceiling = plan.target_lufs, plan.limiter.ceiling_dbtp
     notes: list[str] = []
     raw = work_dir / "master-raw.wav"
@@ -146,13 +145,16 @@ def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_
     render_master_pre(mix_path, pre_path, plan, pre, sample_rate_hz=sample_rate_hz, content_frames=frames,
                       work_dir=work_dir)
     history: list[tuple[float, float]] = []  # (drive_db, measured lufs)
+    meter: LoudnessMeter | None = None
     stats: LoudnessStats | None = None
     latency = 0
     passes = 0
     for passes in range(1, _MAX_PASSES + 1):
         latency = render_master(pre_path, raw, plan, settings, sample_rate_hz=sample_rate_hz,
                                 content_frames=frames, work_dir=work_dir)
-        stats = measure_loudness_file(str(raw))
+        # the delivered part only: the limiter's latency is trimmed, the length is the mix's
+        meter = meter_file(str(raw), start_frame=latency, frames=frames)
+        stats = meter.stats()
         err_lu = target - stats.integrated_lufs
         over_db = stats.true_peak_dbtp - ceiling
         history.append((settings.drive_db, stats.integrated_lufs))
@@ -178,9 +180,10 @@ def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_
         step = max(-_MAX_STEP_DB, min(_MAX_STEP_DB, err_lu / slope))
         drive = min(settings.drive_db + step, target - CHAIN_REFERENCE_LUFS + _MAX_EXTRA_DRIVE_DB)
         settings = MasterSettings(pre_gain_db=pre, drive_db=drive, limit_db=limit, release_ms=release)
-    assert stats is not None
+    assert stats is not None and meter is not None
     copy_wav(raw, out_path, start_frame=latency, frames=frames, subtype="PCM_24")
-    final = measure_loudness_file(str(out_path))
+    # what was measured is what is delivered, but for the 24-bit rounding (< 1e-6 dB)
+    final = stats
     raw.unlink(missing_ok=True)
     pre_path.unlink(missing_ok=True)
     ok = abs(final.integrated_lufs - target) <= plan.tolerance_lu and final.true_peak_dbtp <= ceiling + 0.05
@@ -188,7 +191,7 @@ def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_
         notes.append(f"master missed its target: {final.integrated_lufs:.2f} LUFS / {final.true_peak_dbtp:.2f} dBTP "
                      f"for {target:.1f} LUFS / {ceiling:.1f} dBTP after {passes} passes")
     gr = settings.drive_db + pre + mix_stats.integrated_lufs - final.integrated_lufs
-    modulation = gain_modulation_lu(mix_path, out_path)
+    modulation = modulation_lu(mix_meter.momentary_lufs(), meter.momentary_lufs())
     if modulation > PUMPING_LU:
         notes.append(f"the master's gain moves by {modulation:.1f} LU between loud and quiet moments (pumping): "
                      "a lower loudness target would keep the mix's dynamics")

@@ -5,6 +5,7 @@ Each step is a function from one plain object to the next; the CLI and the Pytho
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -13,16 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import yaml
 
 from . import __version__
 from .defaults import SessionAnalysis, master_for
 from .errors import InputError, PlanError
 from .genres import GenreProfile, load_genre
-from .io import atomic_write_text, staged_output
+from .io import atomic_write_text, staged_output, yaml_dump
 from .master import MasterResult, master_mix
 from .plan import Decision, MixPlan, dump_plan, load_plan
-from .stems import StemSet, load_stems
+from .stems import StemProbe, StemSet, load_stems, probe_stems
+from .workers import WorkerPool
 
 #: Worker processes for analysis and rendering: two, or one on a one-core machine.
 DEFAULT_PROCESSES = max(1, min(2, os.cpu_count() or 1))
@@ -58,20 +59,20 @@ class MixResult:
 def analyse_session(stems_dir: str | Path, *, cache_dir: Path, role_overrides: Mapping[str, str] | None = None,
                     roles_file: str | Path | None = None, exclude: Sequence[str] = (),
                     sample_rate_hz: int | None = None, skip_silent: bool = False, processes: int = DEFAULT_PROCESSES,
+                    pool: WorkerPool | None = None, probe: StemProbe | None = None,
                     progress: Progress = _noop) -> tuple[StemSet, SessionAnalysis]:
-    """Load every stem (checks, resampling, cache for pyo), then describe them all in parallel
-    processes (:func:`expertmix.descriptors.describe_session`): descriptors, masking, tempo."""
-    from .descriptors import describe_session  # the only Essentia importer, loaded on demand
+    """Probe every stem (all header errors first; or use ``probe``), then load (checks,
+    resampling, cache for pyo) and describe each in worker processes, decoding it once
+    (:func:`expertmix.descriptors.load_and_describe`): descriptors, masking, tempo."""
+    from .descriptors import load_and_describe  # the only Essentia importer, loaded on demand
 
-    def on_stem(name: str, index: int, total: int) -> None:
-        progress(f"loading {name}", index - 1, total)
-
-    stemset = load_stems(stems_dir, cache_dir=cache_dir, role_overrides=role_overrides, roles_file=roles_file,
-                         exclude=exclude, sample_rate_hz=sample_rate_hz, skip_silent=skip_silent, progress=on_stem)
-    total = len(stemset.stems)
+    if probe is None:
+        probe = probe_stems(stems_dir, role_overrides=role_overrides, roles_file=roles_file, exclude=exclude,
+                            sample_rate_hz=sample_rate_hz)
+    total = len(probe.stems)
     progress("analysing", 0, total)
-    desc = describe_session(stemset, processes=processes,
-                            progress=lambda name, i, n: progress(f"analysing {name}", i, n))
+    stemset, desc = load_and_describe(probe, cache_dir, skip_silent=skip_silent, processes=processes, pool=pool,
+                                      progress=lambda name, i, n: progress(f"analysing {name}", i, n))
     progress("analysed", total, total)
     stemset = _roles_from_audio(stemset, desc)
     return stemset, SessionAnalysis(stems={n: d.analysis for n, d in desc.stems.items()},
@@ -164,7 +165,7 @@ def _note_genre_guess(plan: MixPlan, analysis: SessionAnalysis) -> None:
 
 def _render_into(stage: Path, plan: MixPlan, stemset: StemSet, work: Path, progress: Progress,
                  timings: dict[str, float], analysis: SessionAnalysis | None,
-                 trace: list[dict[str, Any]] | None = None) -> MasterResult:
+                 trace: list[dict[str, Any]] | None = None, pool: WorkerPool | None = None) -> MasterResult:
     from .render import StemSource, render_mix  # the only pyo importer, loaded on demand
     from .report import write_report
 
@@ -179,7 +180,7 @@ def _render_into(stage: Path, plan: MixPlan, stemset: StemSet, work: Path, progr
     progress("rendering mix", 0, 2)
     t0 = time.perf_counter()
     rendered = render_mix(plan, sources, stage, content_frames=stemset.frames, work_dir=work,
-                          processes=DEFAULT_PROCESSES)
+                          processes=DEFAULT_PROCESSES, pool=pool)
     timings["render_s"] = time.perf_counter() - t0
     progress("mastering", 1, 2)
     t0 = time.perf_counter()
@@ -189,9 +190,9 @@ def _render_into(stage: Path, plan: MixPlan, stemset: StemSet, work: Path, progr
     progress("writing report", 2, 2)
     dump_plan(plan, stage / "plan.yaml")
     if analysis is not None:
-        atomic_write_text(stage / "analysis.yaml", yaml.safe_dump(analysis.to_dict(), sort_keys=False))
+        atomic_write_text(stage / "analysis.yaml", yaml_dump(analysis.to_dict(), sort_keys=False))
     if trace:
-        atomic_write_text(stage / "rules-trace.yaml", yaml.safe_dump(trace, sort_keys=False, allow_unicode=True, width=110))
+        atomic_write_text(stage / "rules-trace.yaml", yaml_dump(trace, sort_keys=False, allow_unicode=True, width=110))
     write_report(stage / "report.md", plan, stemset, master, analysis, timings)
     return master
 
@@ -209,13 +210,19 @@ def run_mix(stems_dir: str | Path, out_dir: str | Path, *, genre: str = "pop", p
     profile = _genre_profile(genre, genres_dir)  # fail on a bad genre or rule before any work
     planner = planner if planner is not None else RulebookPlanner(rules_dir, learning=learning, models_dir=models_dir)
     timings: dict[str, float] = {}
-    with staged_output(Path(out_dir), overwrite=overwrite, protected=(stems_dir,)) as stage:
+    # every header error first (cheap), before any worker starts
+    probe = probe_stems(stems_dir, role_overrides=role_overrides, roles_file=roles_file, exclude=exclude,
+                        sample_rate_hz=sample_rate_hz)
+    processes = min(DEFAULT_PROCESSES, len(probe.stems))
+    with staged_output(Path(out_dir), overwrite=overwrite, protected=(stems_dir,)) as stage, \
+            (WorkerPool(processes) if processes > 1 else contextlib.nullcontext()) as pool:
+        if pool is not None:
+            pool.warm()
         work = Path(tempfile.mkdtemp(prefix="expertmix-work-"))
         try:
             t0 = time.perf_counter()
-            stemset, analysis = analyse_session(stems_dir, cache_dir=work / "cache", role_overrides=role_overrides,
-                                                roles_file=roles_file, exclude=exclude, sample_rate_hz=sample_rate_hz,
-                                                skip_silent=skip_silent, progress=progress)
+            stemset, analysis = analyse_session(stems_dir, cache_dir=work / "cache", skip_silent=skip_silent,
+                                                pool=pool, probe=probe, progress=progress)
             timings["load_and_analyse_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             profile = resolve_genre(profile, stemset, analysis, genres_dir)
@@ -224,7 +231,7 @@ def run_mix(stems_dir: str | Path, out_dir: str | Path, *, genre: str = "pop", p
             _note_genre_guess(plan, analysis)
             timings["plan_s"] = time.perf_counter() - t0
             trace = planner.trace_dict() if hasattr(planner, "trace_dict") else None
-            master = _render_into(stage, plan, stemset, work, progress, timings, analysis, trace)
+            master = _render_into(stage, plan, stemset, work, progress, timings, analysis, trace, pool)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return MixResult(out_dir=Path(out_dir).resolve(), plan=plan, master=master, timings_s=timings)
@@ -293,7 +300,7 @@ def run_analyse(stems_dir: str | Path, out_file: str | Path, *, role_overrides: 
                                              skip_silent=skip_silent, processes=processes, progress=progress)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    atomic_write_text(Path(out_file), yaml.safe_dump(analysis.to_dict(), sort_keys=False))
+    atomic_write_text(Path(out_file), yaml_dump(analysis.to_dict(), sort_keys=False))
     return analysis
 
 

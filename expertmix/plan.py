@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import PlanError
+from .io import SafeDumper, yaml_compose, yaml_load
 
 #: Version of the plan format. Bump on any incompatible change and migrate in ``load_plan``.
 PLAN_FORMAT_VERSION = 1
@@ -65,7 +66,7 @@ class EQBand(_Model):
 class Cleanup(_Model):
     """Corrective processing applied first: DC removal, rumble high-pass, mains hum notches."""
 
-    dc_remove: bool = Field(True, description="remove DC offset (5 Hz high-pass)")
+    dc_remove: bool = Field(True, description="remove DC offset (5 Hz high-pass; the clean-up high-pass does it when set)")
     highpass_hz: float | None = Field(None, ge=10.0, le=1000.0, description="rumble high-pass corner; null = off")
     highpass_slope_db_per_oct: Literal[12, 24] = Field(24, description="high-pass steepness")
     hum_notch_hz: Literal[50, 60] | None = Field(None, description="mains frequency to notch; null = off")
@@ -306,7 +307,7 @@ def plan_to_dict(plan: MixPlan) -> dict[str, Any]:
 
 
 def _yaml_dumper() -> type[yaml.SafeDumper]:
-    class Dumper(yaml.SafeDumper):
+    class Dumper(SafeDumper):
         pass
 
     def repr_float(dumper: yaml.SafeDumper, value: float) -> yaml.Node:
@@ -345,7 +346,7 @@ def _line_index(text: str) -> dict[tuple[Any, ...], int]:
                 walk(item, path + (i,))
 
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml_compose(text)
     except yaml.YAMLError:
         return index
     if root is not None:
@@ -438,7 +439,7 @@ def load_plan(path: str | os.PathLike[str]) -> MixPlan:
     except OSError as exc:
         raise PlanError(f"cannot read the plan: {exc.strerror}", file=str(p)) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise PlanError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=str(p),

@@ -13,18 +13,18 @@ Design (see ``shared/ENGINE-NOTES.md`` for the pitfalls this avoids):
   zero latency, so stems, buses and the mix stay sample-aligned with the raw stems. Only the
   master limiter looks ahead; :func:`render_master` reports that latency for the caller to trim.
 * Render lengths are whole numbers of server buffers, so recorded files need no trimming.
-* The mix renders on several cores in two phases (:func:`render_mix`): worker processes (one
-  server each, started by forkserver or spawn, never plain fork) render the tracks' chains into
-  the stem files, split by estimated cost with ducking pairs kept together; then this process
-  renders the buses, effects and mix bus from those files. A float32 WAV holds pyo's float32
-  samples exactly and every sum keeps its order, so the files are bit-identical to a one-process
-  render.
+* The mix renders on several cores in two phases (:func:`render_mix`): the tracks are split
+  into two groups by estimated cost, ducking pairs kept together; worker processes (one server
+  each, started by forkserver or spawn, never plain fork) render each group's stems, bus sums
+  and effect returns; then this process renders the bus chains and the mix bus from those
+  files. A float32 WAV holds pyo's float32 samples exactly and every sum keeps its order, so the
+  files are bit-identical to a one-process render (which renders the same groups in turn).
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -182,10 +182,10 @@ def _split(g: _Graph, obj: Any, channels: int) -> list[Any]:
 def _track_prefader(g: _Graph, t: TrackPlan, src: StemSource, sr: int) -> list[Any]:
     """Player -> trim/polarity -> clean-up -> EQ -> gate -> compressor -> de-esser."""
     trim = db_to_gain(t.trim_db) * (-1.0 if t.polarity_invert else 1.0)
-    player = g.k(pyo.SfPlayer(str(src.path), speed=1, loop=False, mul=trim))
+    player = g.k(pyo.SfPlayer(str(src.path), speed=1, loop=False, interp=1, mul=trim))
     chans = [player] if src.channels == 1 else _split(g, player, 2)
     c = t.cleanup
-    if c.dc_remove:
+    if c.dc_remove and not c.highpass_hz:  # a high-pass removes DC already
         chans = _filters(g, chans, 1, 5.0, (_BUTTER2_Q,))
     if c.highpass_hz:
         chans = _highpass(g, chans, c.highpass_hz, c.highpass_slope_db_per_oct)
@@ -315,13 +315,22 @@ def _render_graph(sr: int, frames: int, scratch: Path, build: Any) -> None:
 
 # -- the graph of a mix, in two halves ---------------------------------------------------
 #
-# Tracks: player -> ... -> de-esser (``_track_prefader``), ducking, fader/pan -> stem file.
-# Mix section: group buses, effect sends/returns and the mix bus, fed by the tracks' post-fader
-# outputs and, for pre-fader sends, their panned pre-fader signal at unity gain.
-# In one process both halves are one pyo graph. With worker processes the tracks are rendered
-# in the workers (stems + pre-fader send files) and the mix section in this process from those
-# files. pyo's float32 samples survive a float32 WAV file unchanged and every sum is taken in the
-# same order, so both ways give the same samples.
+# The tracks are split into at most ``SUM_GROUPS`` groups (:func:`split_tracks`), whatever the
+# number of processes. Each group renders its tracks (player -> ... -> de-esser, ducking,
+# fader/pan -> stem file) and its *partials*: per group bus, the sum of its tracks on that bus;
+# per effect bus, the effect return of its tracks' sends (effects are linear, so each group runs
+# its own instance and the returns add up); the sum of its tracks routed straight to the mix.
+# The mix section then sums each bus's partials over the groups, runs the bus chains
+# (compressors are not linear: they see the whole bus) and adds everything into the mix bus.
+# With worker processes, each worker renders one group and writes its partials as float32 WAV
+# files, which hold pyo's float32 samples exactly; in one process the same partials feed the
+# mix section directly. Every sum is taken in the same order either way, so the files written
+# are bit-identical whatever the number of processes.
+
+#: Tracks are summed in this many groups (at most), so that two worker processes can share
+#: the work; fixed, so the samples never depend on the number of processes.
+SUM_GROUPS = 2
+
 
 def _track_chains(g: _Graph, plan: MixPlan, names: set[str], sources: dict[str, StemSource],
                   sr: int) -> dict[str, list[Any]]:
@@ -347,58 +356,71 @@ def _fader(g: _Graph, t: TrackPlan, chans: list[Any]) -> Any:
     return _pan(g, chans, t.pan, t.width, 0.0 if t.mute else db_to_gain(t.gain_db))
 
 
-def _has_prefader_send(t: TrackPlan) -> bool:
-    return not t.mute and any(s.pre_fader for s in t.sends)
+def _fx_return(g: _Graph, plan: MixPlan, f: Any, summed: Any, sr: int) -> Any:
+    """An effect bus's return (2 streams) for the stereo sum of its sends."""
+    ret = db_to_gain(f.return_db)
+    if f.kind == "reverb":
+        mono = _mono(g, _split(g, summed, 2))
+        x = _highpass(g, [mono], f.highpass_hz, 12)[0]
+        if f.predelay_ms > 0:
+            x = _sdelay(g, x, int(round(f.predelay_ms * sr / 1000.0)), sr)
+        return g.k(pyo.STRev(x, inpos=0.5, revtime=f.decay_s, cutoff=f.lowpass_hz, bal=1.0,
+                             roomSize=f.room_size, firstRefGain=-3.0, mul=ret))
+    chans = _highpass(g, _split(g, summed, 2), f.highpass_hz, 12)
+    chans = _filters(g, chans, 0, min(f.lowpass_hz, 0.45 * sr), (_BUTTER2_Q,))
+    t_s = plan.delay_time_ms(f) / 1000.0
+    wet = [g.k(pyo.Delay(c, delay=t_s, feedback=f.feedback, maxdelay=t_s + 0.1, mul=ret)) for c in chans]
+    return _stereo(g, wet[0], wet[1])
 
 
-def _mix_section(g: _Graph, plan: MixPlan, sr: int, outs: dict[str, Any], pre: dict[str, Any]) -> Any:
-    """Group buses, effect returns and the mix bus (a 2-stream object).
+def _group(g: _Graph, plan: MixPlan, names: Sequence[str], sources: dict[str, StemSource],
+           sr: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One group's tracks: (post-fader output per track, partial per key).
 
-    ``outs``: post-fader stereo output of every unmuted track; ``pre``: the panned pre-fader
-    signal at unity gain of every unmuted track with a pre-fader send.
+    Partial keys: ``bus:<name>`` (sum of the group's tracks on that group bus), ``fx:<name>``
+    (return of that effect bus for the group's sends) and ``mix`` (tracks routed to the mix
+    bus); keys without a contributing track are left out. Muted tracks contribute nothing.
     """
-    bus_inputs: dict[str, list[Any]] = {b.name: [] for b in plan.buses}
-    bus_inputs["mix"] = []
-    fx_inputs: dict[str, list[Any]] = {f.name: [] for f in plan.fx}
+    chains = _track_chains(g, plan, set(names), sources, sr)
+    outs: dict[str, Any] = {}
+    bus_inputs: dict[str, list[Any]] = {}
+    fx_inputs: dict[str, list[Any]] = {}
     for t in plan.tracks:
+        if t.name not in chains:
+            continue
+        outs[t.name] = _fader(g, t, chains[t.name])
         if t.mute:
             continue
-        out = outs[t.name]
-        bus_inputs[t.bus].append(out)
+        bus_inputs.setdefault("mix" if t.bus == "mix" else f"bus:{t.bus}", []).append(outs[t.name])
+        pre = _pan(g, chains[t.name], t.pan, t.width, 1.0) if any(s.pre_fader for s in t.sends) else None
         for s in t.sends:
-            src = pre[t.name] if s.pre_fader else out
-            fx_inputs[s.bus].append(g.k(src * db_to_gain(s.level_db)))
+            fx_inputs.setdefault(s.bus, []).append(g.k((pre if s.pre_fader else outs[t.name]) * db_to_gain(s.level_db)))
+    partials: dict[str, Any] = {}
+    for key in ["mix"] + [f"bus:{b.name}" for b in plan.buses]:
+        if key in bus_inputs:
+            partials[key] = g.k(pyo.Mix(bus_inputs[key], voices=2))
+    for f in plan.fx:
+        if f.name in fx_inputs:
+            partials[f"fx:{f.name}"] = _fx_return(g, plan, f, g.k(pyo.Mix(fx_inputs[f.name], voices=2)), sr)
+    return outs, partials
 
-    mix_parts = list(bus_inputs["mix"])
+
+def _mix_section(g: _Graph, plan: MixPlan, sr: int, groups: list[dict[str, Any]]) -> Any:
+    """The mix bus (a 2-stream object) from the groups' partials (see :func:`_group`): direct
+    tracks, then each group bus (its partials summed, then its chain), then effect returns."""
+    mix_parts = [p["mix"] for p in groups if "mix" in p]
     for b in plan.buses:
-        if not bus_inputs[b.name]:
+        inputs = [p[f"bus:{b.name}"] for p in groups if f"bus:{b.name}" in p]
+        if not inputs:
             continue
-        summed = g.k(pyo.Mix(bus_inputs[b.name], voices=2))
+        summed = g.k(pyo.Mix(inputs, voices=2))
         chans = _split(g, summed, 2)
         chans = _eq(g, chans, b.eq, sr)
         chans = _compressor(g, chans, b.compressor)
         gain = db_to_gain(b.gain_db)
         mix_parts.append(_stereo(g, g.k(chans[0] * gain), g.k(chans[1] * gain)))
     for f in plan.fx:
-        if not fx_inputs[f.name]:
-            continue
-        summed = g.k(pyo.Mix(fx_inputs[f.name], voices=2))
-        ret = db_to_gain(f.return_db)
-        if f.kind == "reverb":
-            mono = _mono(g, _split(g, summed, 2))
-            x = _highpass(g, [mono], f.highpass_hz, 12)[0]
-            if f.predelay_ms > 0:
-                x = _sdelay(g, x, int(round(f.predelay_ms * sr / 1000.0)), sr)
-            wet = g.k(pyo.STRev(x, inpos=0.5, revtime=f.decay_s, cutoff=f.lowpass_hz, bal=1.0,
-                                roomSize=f.room_size, firstRefGain=-3.0, mul=ret))
-            mix_parts.append(wet)
-        else:
-            chans = _highpass(g, _split(g, summed, 2), f.highpass_hz, 12)
-            chans = _filters(g, chans, 0, min(f.lowpass_hz, 0.45 * sr), (_BUTTER2_Q,))
-            t_s = plan.delay_time_ms(f) / 1000.0
-            wet = [g.k(pyo.Delay(c, delay=t_s, feedback=f.feedback, maxdelay=t_s + 0.1, mul=ret)) for c in chans]
-            mix_parts.append(_stereo(g, wet[0], wet[1]))
-
+        mix_parts += [p[f"fx:{f.name}"] for p in groups if f"fx:{f.name}" in p]
     if mix_parts:
         return g.k(pyo.Mix(mix_parts, voices=2, mul=db_to_gain(plan.mix_gain_db)))
     return g.k(pyo.Sig([0.0, 0.0]))  # every track muted: a silent mix of the right length
@@ -424,6 +446,10 @@ _COST_MS = {
 MIN_PARALLEL_CPU_S = 2.0
 
 
+def _has_prefader_send(t: TrackPlan) -> bool:
+    return not t.mute and any(s.pre_fader for s in t.sends)
+
+
 def _dynamics_ms(channels: int, computers: int) -> float:
     return channels * (_COST_MS["detector"] + _COST_MS["gain"]) + computers * _COST_MS["compress"]
 
@@ -432,7 +458,7 @@ def track_cost(t: TrackPlan, channels: int, sr: int) -> float:
     """Estimated pyo CPU seconds per second of audio of one track's chain (player to stem file;
     ducking not included)."""
     c = t.cleanup
-    biquads = 1 if c.dc_remove else 0
+    biquads = 1 if c.dc_remove and not c.highpass_hz else 0
     if c.highpass_hz:
         biquads += 2 if c.highpass_slope_db_per_oct >= 24 else 1
     if c.hum_notch_hz:
@@ -490,37 +516,43 @@ def split_tracks(plan: MixPlan, sources: dict[str, StemSource], workers: int) ->
 
 @dataclass
 class _TrackJob:
-    """One worker's share: render these tracks' stems (and pre-fader send files)."""
+    """One worker's share: render these tracks' stems and the group's partials."""
 
     plan: MixPlan
     names: list[str]
     sources: dict[str, StemSource]
     stems_dir: Path
-    sends_dir: Path
+    partials_dir: Path
     frames: int
     scratch: Path
 
 
-def _render_tracks(job: _TrackJob) -> None:
-    """Render ``job.names`` to ``stems_dir/<track>.wav`` (post-fader) and, for tracks with a
-    pre-fader send, ``sends_dir/<track>.wav`` (panned, unity gain). Runs in a worker process."""
+def _partial_path(folder: Path, key: str) -> Path:
+    return folder / (key.replace(":", "-") + ".wav")
+
+
+def _render_tracks(job: _TrackJob) -> list[str]:
+    """Render ``job.names`` to ``stems_dir/<track>.wav`` (post-fader) and the group's partials
+    to ``partials_dir/<key>.wav`` (see :func:`_group`); returns the partials' keys. Runs in a
+    worker process."""
     plan, sr = job.plan, job.plan.sample_rate_hz
     paths: list[Path] = []
+    keys: list[str] = []
 
     def build(g: _Graph, records: list[Any]) -> None:
-        chains = _track_chains(g, plan, set(job.names), job.sources, sr)
-        for t in plan.tracks:
-            if t.name not in chains:
-                continue
-            paths.append(job.stems_dir / f"{t.name}.wav")
-            records.append(_record(g, _fader(g, t, chains[t.name]), paths[-1]))
-            if _has_prefader_send(t):
-                paths.append(job.sends_dir / f"{t.name}.wav")
-                records.append(_record(g, _pan(g, chains[t.name], t.pan, t.width, 1.0), paths[-1]))
+        outs, partials = _group(g, plan, job.names, job.sources, sr)
+        for name, out in outs.items():
+            paths.append(job.stems_dir / f"{name}.wav")
+            records.append(_record(g, out, paths[-1]))
+        for key, obj in partials.items():
+            keys.append(key)
+            paths.append(_partial_path(job.partials_dir, key))
+            records.append(_record(g, obj, paths[-1]))
 
     _render_graph(sr, job.frames, job.scratch, build)
     for p in paths:
         _check_file(p, job.frames)
+    return keys
 
 
 def _track_worker(job: _TrackJob) -> dict[str, Any]:
@@ -530,8 +562,9 @@ def _track_worker(job: _TrackJob) -> dict[str, Any]:
 
     t0, c0 = time.perf_counter(), time.process_time()
     try:
-        _render_tracks(job)
-        return {"tracks": list(job.names), "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+        keys = _render_tracks(job)
+        return {"tracks": list(job.names), "partials": keys, "wall_s": time.perf_counter() - t0,
+                "cpu_s": time.process_time() - c0,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
     except RenderError:
         raise
@@ -540,20 +573,14 @@ def _track_worker(job: _TrackJob) -> dict[str, Any]:
                           f"{type(exc).__name__}: {exc}") from None
 
 
-def _pool_context() -> Any:
-    """forkserver where it exists, else spawn; never plain fork once pyo is imported."""
-    import multiprocessing
-
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    return multiprocessing.get_context(method)
-
-
-def _run_workers(jobs: list[_TrackJob]) -> list[dict[str, Any]]:
-    from concurrent.futures import ProcessPoolExecutor
+def _run_workers(jobs: list[_TrackJob], pool: Any = None) -> list[dict[str, Any]]:
+    """Run the track jobs in ``pool`` (a :class:`expertmix.workers.WorkerPool`) or a new pool."""
     from concurrent.futures.process import BrokenProcessPool
 
-    with ProcessPoolExecutor(max_workers=len(jobs), mp_context=_pool_context()) as pool:
-        futures = [pool.submit(_track_worker, job) for job in jobs]
+    from .workers import worker_pool
+
+    with worker_pool(len(jobs), pool) as workers:
+        futures = [workers.submit(_track_worker, job) for job in jobs]
         try:
             return [fut.result() for fut in futures]
         except RenderError:
@@ -570,17 +597,19 @@ def _run_workers(jobs: list[_TrackJob]) -> list[dict[str, Any]]:
 # -- the whole mix ------------------------------------------------------------------------
 
 def render_mix(plan: MixPlan, sources: dict[str, StemSource], out_dir: Path, *, content_frames: int,
-               work_dir: Path, processes: int = 2) -> RenderedMix:
+               work_dir: Path, processes: int = 2, pool: Any = None) -> RenderedMix:
     """Render ``plan`` to ``out_dir/mix.wav`` and ``out_dir/stems/<track>.wav`` (32-bit float).
 
     ``sources`` maps track name -> streamable stem. ``content_frames`` is the longest stem.
 
-    ``processes``: how many worker processes render the tracks' chains (split by
-    :func:`split_tracks`); this process then renders the buses, effects and mix bus from the
-    stem files. ``processes=1``, a single track, or a render estimated under
-    ``MIN_PARALLEL_CPU_S`` of CPU renders everything in this process, as one pyo graph. The
-    samples written do not depend on ``processes``. Workers start with forkserver (spawn where
-    it does not exist): a script calling this needs the usual ``if __name__ == "__main__":``.
+    The tracks are split into ``SUM_GROUPS`` groups (:func:`split_tracks`); each group renders
+    its stems and partials (bus sums, effect returns), then this process renders the bus chains
+    and the mix bus from the partials. ``processes > 1`` renders the groups at once in worker
+    processes (in ``pool``, a running :class:`expertmix.workers.WorkerPool`, if given), unless
+    the render is estimated under ``MIN_PARALLEL_CPU_S`` of CPU: then, as with ``processes=1``,
+    one after the other in this process. The samples written do not depend on ``processes``.
+    Workers start with forkserver (spawn where it does not exist): a script calling this needs
+    the usual ``if __name__ == "__main__":``.
     """
     sr = plan.sample_rate_hz
     frames = render_frames(content_frames, int(round(plan.tail_s * sr)))
@@ -592,52 +621,38 @@ def render_mix(plan: MixPlan, sources: dict[str, StemSource], out_dir: Path, *, 
     stem_paths = {t.name: stems_dir / f"{t.name}.wav" for t in plan.tracks}
     mix_path = out_dir / "mix.wav"
 
-    groups: list[list[str]] = []
+    groups = split_tracks(plan, sources, SUM_GROUPS)
     stats: list[dict[str, Any]] = []
-    if processes > 1 and len(plan.tracks) > 1:
+    parallel = processes > 1 and len(groups) > 1
+    if parallel:
         cpu_s = frames / sr * sum(track_cost(t, sources[t.name].channels, sr) for t in plan.tracks)
-        if cpu_s >= MIN_PARALLEL_CPU_S:
-            groups = split_tracks(plan, sources, processes)
+        parallel = cpu_s >= MIN_PARALLEL_CPU_S
 
-    if len(groups) < 2:
-        def build_all(g: _Graph, records: list[Any]) -> None:
-            chains = _track_chains(g, plan, set(stem_paths), sources, sr)
-            outs: dict[str, Any] = {}
-            pre: dict[str, Any] = {}
-            for t in plan.tracks:
-                outs[t.name] = _fader(g, t, chains[t.name])
-                records.append(_record(g, outs[t.name], stem_paths[t.name]))
-                if _has_prefader_send(t):
-                    pre[t.name] = _pan(g, chains[t.name], t.pan, t.width, 1.0)
-            records.append(_record(g, _mix_section(g, plan, sr, outs, pre), mix_path))
-
-        _render_graph(sr, frames, work_dir / "server-scratch.wav", build_all)
-    else:
-        sends_dir = work_dir / "prefader-sends"
-        sends_dir.mkdir(parents=True, exist_ok=True)
-        jobs = [_TrackJob(plan=plan, names=names, sources={n: sources[n] for n in names}, stems_dir=stems_dir,
-                          sends_dir=sends_dir, frames=frames, scratch=work_dir / f"server-scratch-{i}.wav")
-                for i, names in enumerate(groups)]
-        stats = _run_workers(jobs)
+    folders = [work_dir / f"partials-{i}" for i in range(len(groups))]
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    jobs = [_TrackJob(plan=plan, names=names, sources={n: sources[n] for n in names}, stems_dir=stems_dir,
+                      partials_dir=folders[i], frames=frames, scratch=work_dir / f"server-scratch-{i}.wav")
+            for i, names in enumerate(groups)]
+    try:
+        if parallel:
+            stats = _run_workers(jobs, pool)
+            keys = [st["partials"] for st in stats]
+        else:
+            # one server per group, as in the workers: pyo's random generator (used by STRev)
+            # restarts with each server, so a group's reverb is the same here as in a worker
+            keys = [_render_tracks(job) for job in jobs]
 
         def build_mix(g: _Graph, records: list[Any]) -> None:
-            live = [t for t in plan.tracks if not t.mute]
-            outs = {t.name: g.k(pyo.SfPlayer(str(stem_paths[t.name]), speed=1, loop=False)) for t in live}
-            pre = {t.name: g.k(pyo.SfPlayer(str(sends_dir / f"{t.name}.wav"), speed=1, loop=False))
-                   for t in live if _has_prefader_send(t)}
-            records.append(_record(g, _mix_section(g, plan, sr, outs, pre), mix_path))
+            partials = [{key: g.k(pyo.SfPlayer(str(_partial_path(folder, key)), speed=1, loop=False, interp=1))
+                         for key in group_keys} for folder, group_keys in zip(folders, keys)]
+            records.append(_record(g, _mix_section(g, plan, sr, partials), mix_path))
 
-        try:
-            _render_graph(sr, frames, work_dir / "server-scratch.wav", build_mix)
-        finally:
-            for t in plan.tracks:
-                (sends_dir / f"{t.name}.wav").unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                sends_dir.rmdir()
+        _render_graph(sr, frames, work_dir / "server-scratch.wav", build_mix)
+    finally:
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
     _check_file(mix_path, frames)
-    if len(groups) < 2:
-        for p in stem_paths.values():
-            _check_file(p, frames)
     return RenderedMix(mix_path=mix_path, stem_paths=stem_paths, frames=frames, sample_rate_hz=sr,
                        workers=stats)
 
@@ -685,7 +700,7 @@ def render_master_pre(mix_path: Path, out_path: Path, master: MasterPlan, pre_ga
     frames = render_frames(content_frames, 0)
 
     def build(g: _Graph, records: list[Any]) -> None:
-        player = g.k(pyo.SfPlayer(str(mix_path), speed=1, loop=False, mul=db_to_gain(pre_gain_db)))
+        player = g.k(pyo.SfPlayer(str(mix_path), speed=1, loop=False, interp=1, mul=db_to_gain(pre_gain_db)))
         chans = _compressor(g, _eq(g, _split(g, player, 2), master.eq, sr), master.glue)
         records.append(_record(g, _stereo(g, chans[0], chans[1]), out_path))
 
@@ -709,7 +724,7 @@ def render_master(pre_path: Path, out_path: Path, master: MasterPlan, settings: 
     frames = render_frames(content_frames + lat, 0)
 
     def build(g: _Graph, records: list[Any]) -> None:
-        player = g.k(pyo.SfPlayer(str(pre_path), speed=1, loop=False, mul=db_to_gain(settings.drive_db)))
+        player = g.k(pyo.SfPlayer(str(pre_path), speed=1, loop=False, interp=1, mul=db_to_gain(settings.drive_db)))
         chans = _split(g, player, 2)
         held = _running_max(g, _detector(g, chans), lat, sr)
         # attack: 1/8 of the look-ahead, so the gain is fully down (e^-8) when the delayed peak passes

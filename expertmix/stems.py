@@ -36,7 +36,7 @@ import soxr
 import yaml
 
 from .errors import InputError, OutputError
-from .io import BLOCK_FRAMES, _zero_peak_timestamp
+from .io import BLOCK_FRAMES, _zero_peak_timestamp, yaml_compose, yaml_load
 from .roles import check_role, role_from_name
 from .units import db_to_gain, gain_to_db
 
@@ -397,9 +397,9 @@ def _read_roles_file(roles_file: str | os.PathLike, paths: list[Path]) -> tuple[
                          hint="save it as UTF-8 text") from exc
     example = "one 'name: role' per line, e.g.  Kick In.wav: kick"
     try:
-        data = yaml.safe_load(text)
+        data = yaml_load(text)
         # Raw scalars and line numbers (names like 808 or 01 must stay strings).
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml_compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
@@ -705,40 +705,66 @@ def load_stems(stems_dir: str | os.PathLike, *, cache_dir: str | os.PathLike,
     """
     probe = probe_stems(stems_dir, role_overrides=role_overrides, roles_file=roles_file,
                         exclude=exclude, sample_rate_hz=sample_rate_hz)
-    cache = _check_cache_dir(cache_dir, probe.source_dir)
-    protected = {info.path.resolve() for info in probe.stems}
-    silent_gain = db_to_gain(SILENT_PEAK_DBFS)
-    warnings = list(probe.warnings)
-    stems: list[Stem] = []
+    cache, protected = prepare_cache(cache_dir, probe)
+    prepared: list[tuple[Stem | None, str | None]] = []
     total = len(probe.stems)
     for index, info in enumerate(probe.stems, start=1):
         if progress is not None:
             progress(info.name, index, total)
-        audio = decode_stem(info)
-        peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-        if peak < silent_gain:
-            level = f"peak {gain_to_db(peak):.0f} dBFS" if peak > 0 else "all samples zero"
-            if not skip_silent:
-                raise InputError(f"is silent ({level}, below {SILENT_PEAK_DBFS:.0f} dBFS); "
-                                 "remove it or pass --skip-silent", path=str(info.path),
-                                 hint="move it out of the stems folder, leave it out with --exclude NAME, "
-                                      "or pass --skip-silent to leave silent stems out")
-            warnings.append(f"{info.name}: silent ({level}); left out (--skip-silent)")
-            continue
-        stem = Stem(
-            name=info.name, path=info.path, role=info.role, role_source=info.role_source,
-            channels=info.channels, source_channels=info.source_channels,
-            source_sample_rate_hz=info.source_sample_rate_hz, sample_rate_hz=info.sample_rate_hz,
-            frames=len(audio), source_format=info.source_format,
-            render_path=cache / f"{info.name}.wav" if info.needs_cache else info.path,
-            warnings=info.warnings)
-        if visit is not None:
+        stem, warning, audio = prepare_stem(info, cache, protected, skip_silent=skip_silent)
+        if stem is not None and visit is not None:
             visit(stem, audio)
-        if info.needs_cache:
-            _write_cache(audio, stem.render_path, stem.sample_rate_hz, protected)
         del audio
-        stems.append(stem)
+        prepared.append((stem, warning))
+    return assemble_stemset(probe, prepared)
 
+
+def prepare_cache(cache_dir: str | os.PathLike, probe: StemProbe) -> tuple[Path, frozenset[Path]]:
+    """The checked cache folder for ``probe``'s stems, and the input paths it must never write."""
+    cache = _check_cache_dir(cache_dir, probe.source_dir)
+    return cache, frozenset(info.path.resolve() for info in probe.stems)
+
+
+def prepare_stem(info: StemInfo, cache: Path, protected: frozenset[Path] | set[Path], *,
+                 skip_silent: bool = False) -> tuple[Stem | None, str | None, np.ndarray | None]:
+    """Decode one probed stem, check it is not silent and write its cache file if it needs one.
+
+    Returns ``(stem, None, audio)``, or ``(None, warning, None)`` for a silent stem left out
+    (``skip_silent``). ``audio`` is the read-only float32 decode at the session rate. Raises
+    :class:`InputError` for a bad or silent stem. Pure per stem: worker processes may run it.
+    """
+    audio = decode_stem(info)
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak < db_to_gain(SILENT_PEAK_DBFS):
+        level = f"peak {gain_to_db(peak):.0f} dBFS" if peak > 0 else "all samples zero"
+        if not skip_silent:
+            raise InputError(f"is silent ({level}, below {SILENT_PEAK_DBFS:.0f} dBFS); "
+                             "remove it or pass --skip-silent", path=str(info.path),
+                             hint="move it out of the stems folder, leave it out with --exclude NAME, "
+                                  "or pass --skip-silent to leave silent stems out")
+        return None, f"{info.name}: silent ({level}); left out (--skip-silent)", None
+    stem = Stem(
+        name=info.name, path=info.path, role=info.role, role_source=info.role_source,
+        channels=info.channels, source_channels=info.source_channels,
+        source_sample_rate_hz=info.source_sample_rate_hz, sample_rate_hz=info.sample_rate_hz,
+        frames=len(audio), source_format=info.source_format,
+        render_path=cache / f"{info.name}.wav" if info.needs_cache else info.path,
+        warnings=info.warnings)
+    if info.needs_cache:
+        _write_cache(audio, stem.render_path, stem.sample_rate_hz, set(protected))
+    return stem, None, audio
+
+
+def assemble_stemset(probe: StemProbe, prepared: Iterable[tuple[Stem | None, str | None]]) -> StemSet:
+    """The session from :func:`prepare_stem`'s results, in ``probe`` order: every stem silent is
+    an error; stem lengths that differ by more than :data:`LENGTH_MISMATCH_S` a warning."""
+    warnings = list(probe.warnings)
+    stems: list[Stem] = []
+    for stem, warning in prepared:
+        if warning:
+            warnings.append(warning)
+        if stem is not None:
+            stems.append(stem)
     if not stems:
         raise InputError("every stem is silent", path=str(probe.source_dir),
                          hint="check that the stems were exported with audio in them")

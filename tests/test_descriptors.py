@@ -404,3 +404,33 @@ def test_processes_do_not_change_results(session):
         assert two.stems[name].values == one.stems[name].values
     assert sorted(c[0] for c in calls) == sorted(one.stems)
     assert [c[1:] for c in calls] == [(1, 3), (2, 3), (3, 3)]
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_load_and_describe_decodes_once_with_the_same_results(session, tmp_path, processes):
+    """Loading and describing each stem in one worker job gives the stems and descriptors that
+    load_stems + describe_session give."""
+    from expertmix.stems import probe_stems
+
+    stemset, one = session
+    probe = probe_stems(stemset.source_dir)
+    stems, sd = D.load_and_describe(probe, tmp_path / "cache", processes=processes)
+    assert [s.name for s in stems] == [s.name for s in stemset]
+    assert [(s.frames, s.channels, s.role) for s in stems] == [(s.frames, s.channels, s.role) for s in stemset]
+    assert stems.warnings == stemset.warnings
+    assert sd.to_dict() == one.to_dict()
+
+
+def test_load_and_describe_reports_the_first_bad_stem_in_name_order(tmp_path):
+    from expertmix.stems import probe_stems
+
+    folder = write_session(tmp_path / "stems")
+    sf.write(str(folder / "a_silent.wav"), np.zeros(SR), SR)
+    sf.write(str(folder / "b_silent.wav"), np.zeros(SR), SR)
+    probe = probe_stems(folder)
+    for _ in range(2):  # whichever worker finishes first
+        with pytest.raises(InputError, match="a_silent.wav"):
+            D.load_and_describe(probe, tmp_path / "cache", processes=2)
+    stems, sd = D.load_and_describe(probe, tmp_path / "cache", processes=2, skip_silent=True)
+    assert "a_silent" not in sd.stems and sum("silent" in w for w in stems.warnings) == 2
+

@@ -252,6 +252,30 @@ def test_true_peak_is_never_below_sample_peak_and_blocking_does_not_matter():
     assert meter.true_peak_dbtp() == pytest.approx(whole, abs=1e-6)
 
 
+def test_skipping_quiet_runs_is_exact():
+    """The meter skips runs whose sample peak cannot beat its reading: on a signal with loud
+    and quiet passages and isolated inter-sample overs, it still reads exactly what
+    interpolating every sample reads."""
+    sr = 44100
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((10 * sr, 2)) * 0.02).astype(np.float32)
+    x[3 * sr: 4 * sr] *= 7.5                                   # a loud passage: samples to ~0.7
+    t = np.arange(400)
+    burst = 0.9 * np.sin(2 * np.pi * (sr / 4) * t / sr + np.pi / 4)  # peaks between samples
+    x[7 * sr: 7 * sr + 400, 1] = burst.astype(np.float32)      # in an otherwise quiet stretch
+    meter = L.TruePeakMeter(2)
+    for start in range(0, len(x), 65536):
+        meter.process(x[start:start + 65536])
+    H = L._interpolator(4, 24, 6.0)
+    padded = np.concatenate([np.zeros((24, 2), np.float32), x, np.zeros((24, 2), np.float32)])
+    brute = max(np.abs(np.lib.stride_tricks.sliding_window_view(padded[:, c], 25) @ H).max() for c in range(2))
+    assert meter.true_peak_linear == pytest.approx(brute, rel=1e-5)
+    # the burst's samples reach 0.64 only, less than the loud passage's; its inter-sample peak
+    # of 0.9 is still found
+    assert 0.64 < meter.sample_peak_linear < 0.85
+    assert meter.true_peak_linear == pytest.approx(0.9, abs=0.02)
+
+
 # --- summaries and files --------------------------------------------------------------------
 
 def test_measure_loudness_and_file_agree(tmp_path):

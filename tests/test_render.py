@@ -339,10 +339,13 @@ def test_hum_notch_passes_the_midrange(tmp_path):
     assert response_db(tmp_path, 1000.0, **HUM50) == pytest.approx(0.0, abs=0.5)
 
 
-@pytest.mark.parametrize("dc_remove, expected_mean", [(True, 0.0), (False, 0.1)])
-def test_dc_remove_removes_an_offset(tmp_path, dc_remove, expected_mean):
+@pytest.mark.parametrize("dc_remove, highpass_hz, expected_mean", [(True, None, 0.0), (False, None, 0.1),
+                                                                  (True, 40.0, 0.0), (False, 40.0, 0.0)])
+def test_dc_remove_removes_an_offset(tmp_path, dc_remove, highpass_hz, expected_mean):
+    """The 5 Hz DC filter, or the clean-up high-pass (which stands in for it when set)."""
     x = stereo(0.1 + sine(440.0, 2.0, -20.0))
-    r = render(tmp_path, {"x": x}, [track("x", cleanup=Cleanup(dc_remove=dc_remove))])
+    cleanup = Cleanup(dc_remove=dc_remove, highpass_hz=highpass_hz)
+    r = render(tmp_path, {"x": x}, [track("x", cleanup=cleanup)])
     settled = r.stems["x"][int(0.5 * SR): len(x)]
     assert np.abs(settled.mean(axis=0) - expected_mean).max() < 1e-3
 
@@ -626,7 +629,7 @@ def test_a_worker_that_dies_or_fails_is_a_render_error(tmp_path):
     from expertmix.render import _run_workers, _TrackJob
 
     def job(**kw) -> _TrackJob:
-        args = dict(plan=None, names=["a"], sources={}, stems_dir=tmp_path, sends_dir=tmp_path, frames=BUFFER_FRAMES,
+        args = dict(plan=None, names=["a"], sources={}, stems_dir=tmp_path, partials_dir=tmp_path, frames=BUFFER_FRAMES,
                     scratch=tmp_path / "scratch.wav")
         args.update(kw)
         return _TrackJob(**args)

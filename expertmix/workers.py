@@ -1,0 +1,118 @@
+"""Worker processes, shared by the analysis and the render of one session.
+
+Starting worker processes costs about a second on the benchmark machines (a fresh interpreter
+imports numpy, Essentia and pyo). A :class:`WorkerPool` starts its workers once, in the
+background while the main process probes the stems and loads the rulebook, and both
+:func:`expertmix.descriptors.load_and_describe` and :func:`expertmix.render.render_mix` submit
+to it.
+
+Workers start with forkserver (spawn where it does not exist), never plain fork: the parent may
+hold threads (BLAS, pyo). The fork server imports the heavy modules once (:data:`PRELOAD`), so
+each worker forks ready to work. BLAS and OpenMP run single-threaded in workers: the workers
+already use every core, and idle BLAS threads spin.
+
+This module imports no heavy library itself; scripts that start workers need the usual
+``if __name__ == "__main__":`` guard.
+"""
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any, Callable, Iterator
+
+#: Modules the fork server imports before forking workers (their heavy imports are shared).
+PRELOAD = ["expertmix.descriptors", "expertmix.render"]
+
+#: Thread-count variables set to 1 for worker processes (unless the user set them).
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+_ENV_LOCK = threading.Lock()
+
+
+def pool_context() -> multiprocessing.context.BaseContext:
+    """forkserver with :data:`PRELOAD` where it exists, else spawn; never plain fork."""
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+@contextlib.contextmanager
+def single_threaded_children() -> Iterator[None]:
+    """Set the BLAS/OpenMP thread counts to 1 while worker processes start (they inherit the
+    environment then: the fork server, or each spawned worker); restore them afterwards."""
+    with _ENV_LOCK:
+        added = [k for k in THREAD_VARS if k not in os.environ]
+        for k in added:
+            os.environ[k] = "1"
+        try:
+            yield
+        finally:
+            for k in added:
+                os.environ.pop(k, None)
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+class WorkerPool:
+    """A process pool of ``processes`` workers that may be started ahead of use.
+
+    Use as a context manager; :meth:`warm` starts every worker from a background thread and
+    returns at once. :meth:`submit` is :meth:`concurrent.futures.Executor.submit`.
+    """
+
+    def __init__(self, processes: int):
+        self.processes = max(1, int(processes))
+        with single_threaded_children():
+            self._executor = ProcessPoolExecutor(max_workers=self.processes, mp_context=pool_context())
+        self._warming: threading.Thread | None = None
+
+    def warm(self) -> None:
+        """Start the workers in the background (the fork server's imports included)."""
+        if self._warming is not None:
+            return
+
+        def start() -> None:
+            with contextlib.suppress(Exception):  # a failure shows again, clearly, at first use
+                with single_threaded_children():
+                    futures = [self._executor.submit(_ready) for _ in range(self.processes)]
+                for fut in futures:
+                    fut.result()
+
+        self._warming = threading.Thread(target=start, name="expertmix-warm-workers", daemon=True)
+        self._warming.start()
+
+    def _wait_warm(self) -> None:
+        if self._warming is not None:
+            self._warming.join()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        self._wait_warm()  # one thread at a time spawns workers
+        with single_threaded_children():
+            return self._executor.submit(fn, *args, **kwargs)
+
+    def shutdown(self) -> None:
+        self._wait_warm()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+
+@contextlib.contextmanager
+def worker_pool(processes: int, pool: WorkerPool | None = None) -> Iterator[WorkerPool]:
+    """``pool`` if one is given (left running), else a new pool shut down on exit."""
+    if pool is not None:
+        yield pool
+        return
+    with WorkerPool(processes) as own:
+        yield own

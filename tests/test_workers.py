@@ -1,0 +1,35 @@
+"""The worker pool shared by analysis and rendering."""
+from __future__ import annotations
+
+import os
+
+from expertmix.workers import THREAD_VARS, WorkerPool, single_threaded_children, worker_pool
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(name)
+
+
+def test_pool_starts_ahead_and_runs_jobs_in_other_processes():
+    with WorkerPool(2) as pool:
+        pool.warm()
+        pool.warm()  # a second call does nothing
+        pids = {pool.submit(os.getpid).result() for _ in range(4)}
+        assert os.getpid() not in pids and 1 <= len(pids) <= 2
+        # workers run BLAS single-threaded unless the user chose otherwise
+        if "OPENBLAS_NUM_THREADS" not in os.environ:
+            assert pool.submit(_env, "OPENBLAS_NUM_THREADS").result() == "1"
+
+
+def test_thread_variables_are_restored():
+    before = {k: os.environ.get(k) for k in THREAD_VARS}
+    with single_threaded_children():
+        assert all(os.environ.get(k) for k in THREAD_VARS)
+    assert {k: os.environ.get(k) for k in THREAD_VARS} == before
+
+
+def test_a_given_pool_is_left_running():
+    with WorkerPool(1) as pool:
+        with worker_pool(2, pool) as same:
+            assert same is pool
+        assert pool.submit(abs, -3).result() == 3   # still usable
