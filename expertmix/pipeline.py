@@ -185,7 +185,7 @@ def _render_into(stage: Path, plan: MixPlan, stemset: StemSet, work: Path, progr
     progress("mastering", 1, 2)
     t0 = time.perf_counter()
     master = master_mix(rendered.mix_path, stage / "master.wav", plan.master, sample_rate_hz=plan.sample_rate_hz,
-                        frames=rendered.frames, work_dir=work)
+                        frames=rendered.frames, work_dir=work, pool=pool)
     timings["master_s"] = time.perf_counter() - t0
     progress("writing report", 2, 2)
     dump_plan(plan, stage / "plan.yaml")
@@ -247,7 +247,11 @@ def run_render(plan_or_path: MixPlan | str | Path, out_dir: str | Path, *, stems
     if not src.is_dir():
         raise InputError(f"stems folder {src} (from the plan) does not exist", hint="pass --stems DIR")
     timings: dict[str, float] = {}
-    with staged_output(Path(out_dir), overwrite=overwrite, protected=(src,)) as stage:
+    processes = min(DEFAULT_PROCESSES, len(plan.tracks))
+    with staged_output(Path(out_dir), overwrite=overwrite, protected=(src,)) as stage, \
+            (WorkerPool(processes) if processes > 1 else contextlib.nullcontext()) as pool:
+        if pool is not None:
+            pool.warm()  # the workers start while the stems are checked
         work = Path(tempfile.mkdtemp(prefix="expertmix-work-"))
         try:
             from .stems import discover_stems
@@ -258,7 +262,7 @@ def run_render(plan_or_path: MixPlan | str | Path, out_dir: str | Path, *, stems
             stemset = load_stems(src, cache_dir=work / "cache", exclude=others, sample_rate_hz=plan.sample_rate_hz,
                                  progress=lambda n, i, k: progress(f"loading {n}", i - 1, k))
             timings["load_s"] = time.perf_counter() - t0
-            master = _render_into(stage, plan, stemset, work, progress, timings, None)
+            master = _render_into(stage, plan, stemset, work, progress, timings, None, pool=pool)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return MixResult(out_dir=Path(out_dir).resolve(), plan=plan, master=master, timings_s=timings)
