@@ -437,7 +437,7 @@ _COST_MS = {
     "biquad": 0.22,      # one filter (clean-up, notch, EQ band, de-esser split), per channel
     "detector": 0.05,    # |x| (and max over channels), per channel
     "gain": 0.03,        # applying a gain signal, per channel
-    "compress": 0.40,    # one pyo Compress gain computer (a soft knee takes two, plus a sqrt)
+    "compress": 0.54,    # one pyo Compress gain computer (a soft knee takes two, plus a sqrt)
     "gate": 0.25,        # one pyo Gate
     "send": 0.60,        # a pre-fader send's panned copy and its file
 }
