@@ -165,3 +165,22 @@ def test_nearly_silent_mix_is_copied_unchanged(tmp_path):
     y, _ = sf.read(str(out))
     np.testing.assert_allclose(y, x, atol=2.0 ** -23)      # 24-bit quantisation only
     assert any("silent" in n for n in result.notes)
+
+
+def test_the_worker_pool_renders_the_same_master(tmp_path, mix_9s):
+    """The loop's candidates do not depend on the pool: rendered at once in worker processes or
+    one after the other here, the master is byte-identical, with the same passes."""
+    from expertmix.workers import WorkerPool
+
+    plan = master_plan(-9.0, -1.0)  # loud: the limiter works, more than one round
+    here, out_here = run_master(tmp_path, mix_9s, plan, tag="here")
+    work = tmp_path / "work-pool"
+    work.mkdir()
+    mix = write_mix(tmp_path / "mix-pool.wav", mix_9s)
+    with WorkerPool(2) as pool:
+        pooled = master_mix(mix, tmp_path / "master-pool.wav", plan, sample_rate_hz=SR, frames=len(mix_9s),
+                            work_dir=work, pool=pool)
+    assert (tmp_path / "master-pool.wav").read_bytes() == out_here.read_bytes()
+    assert (pooled.passes, pooled.drive_db, pooled.limit_db) == (here.passes, here.drive_db, here.limit_db)
+    assert pooled.passes >= 2 and pooled.within_target
+    assert not any(work.iterdir())  # pass folders and raw files removed
