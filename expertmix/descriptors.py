@@ -142,7 +142,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -979,8 +978,8 @@ def describe_session(stemset: StemSet, *, processes: int = 2, pool: WorkerPool |
     """
     stems = list(stemset.stems)
     sr = int(stemset.sample_rate_hz)
-    jobs = [(stem.name, _describe_file, (str(stem.render_path), sr)) for stem in stems]
-    results = _run_jobs(jobs, processes, pool, progress)
+    jobs = [(stem.name, (str(stem.render_path), sr)) for stem in stems]
+    results = _run_jobs(_describe_file, jobs, processes, pool, progress)
     return _session(stems, {n: r[0] for n, r in results.items()}, {n: r[1] for n, r in results.items()}, sr)
 
 
@@ -1005,8 +1004,8 @@ def load_and_describe(probe: StemProbe, cache_dir: str | os.PathLike[str], *, sk
     on ``processes``/``pool``.
     """
     cache, protected = prepare_cache(cache_dir, probe)
-    jobs = [(info.name, _load_and_describe, (info, cache, protected, skip_silent)) for info in probe.stems]
-    results = _run_jobs(jobs, processes, pool, progress)
+    jobs = [(info.name, (info, cache, protected, skip_silent)) for info in probe.stems]
+    results = _run_jobs(_load_and_describe, jobs, processes, pool, progress)
     stemset = assemble_stemset(probe, [(r[0], r[1]) for r in results.values()])
     stems = list(stemset.stems)
     described = {s.name: results[s.name][2] for s in stems}
@@ -1014,40 +1013,23 @@ def load_and_describe(probe: StemProbe, cache_dir: str | os.PathLike[str], *, sk
     return stemset, _session(stems, described, envelopes, int(stemset.sample_rate_hz))
 
 
-def _run_jobs(jobs: list[tuple[str, Callable[..., Any], tuple]], processes: int, pool: WorkerPool | None,
+def _run_jobs(fn: Callable[..., Any], jobs: list[tuple[str, tuple]], processes: int, pool: WorkerPool | None,
               progress: Progress | None) -> dict[str, Any]:
-    """Run ``(name, fn, args)`` jobs in this process (``processes == 1`` and no pool) or in
-    worker processes; results keyed by name, in job order. The first job (in order) that
-    failed raises its exception; the others are cancelled."""
+    """``fn(*args)`` for every ``(name, args)`` job, in this process (``processes == 1`` and no
+    pool) or in worker processes; results keyed by name, in job order. The first job (in order)
+    that failed raises its exception."""
     report = progress or (lambda stage, done, count: None)
     total = len(jobs)
-    results: dict[str, Any] = {}
     if pool is None and (int(processes) <= 1 or total <= 1):
-        for i, (name, fn, args) in enumerate(jobs, start=1):
+        results: dict[str, Any] = {}
+        for i, (name, args) in enumerate(jobs, start=1):
             results[name] = fn(*args)
             report(name, i, total)
         return results
     with worker_pool(min(int(processes), total), pool) as workers:
-        futures = [workers.submit(fn, *args) for _name, fn, args in jobs]
-        names = {fut: name for fut, (name, _fn, _args) in zip(futures, jobs)}
-        try:
-            for done, fut in enumerate(as_completed(futures), start=1):
-                if fut.exception() is not None:
-                    break
-                report(names[fut], done, total)
-            # in job order: the first failure raises (errors do not depend on timing); the
-            # jobs after it are cancelled
-            for i, fut in enumerate(futures):
-                if fut.exception() is not None:
-                    for later in futures[i + 1:]:
-                        later.cancel()
-                    raise fut.exception()
-                results[names[fut]] = fut.result()
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
-    return results
+        values = workers.map_ordered(fn, [args for _name, args in jobs],
+                                     on_done=lambda i, done: report(jobs[i][0], done, total))
+    return {name: value for (name, _args), value in zip(jobs, values)}
 
 
 def _session(stems: list[Stem], described: dict[str, StemDescriptors], envelopes: dict[str, np.ndarray],

@@ -21,6 +21,7 @@ from .io import copy_wav
 from .loudness import LoudnessStats, meter_file
 from .plan import MasterPlan
 from .render import MasterSettings, render_master, render_master_pre
+from .workers import WorkerPool
 
 #: Loudness the master chain sees at its input (the glue threshold is relative to it).
 CHAIN_REFERENCE_LUFS = -20.0
@@ -146,30 +147,20 @@ class _Pass:
     momentary_lufs: np.ndarray
 
 
-def _limiter_pass(pre_path: Path, raw_path: Path, plan: MasterPlan, settings: MasterSettings, sample_rate_hz: int,
+def _limiter_pass(pre_path: Path, plan: MasterPlan, settings: MasterSettings, sample_rate_hz: int,
                   frames: int, work_dir: Path) -> _Pass:
-    """Render drive + limiter into ``raw_path`` and meter the delivered part (the latency
-    trimmed, the mix's length). Runs in a worker process or in this one."""
+    """Render drive + limiter into ``work_dir/master-raw.wav`` and meter the delivered part (the
+    latency trimmed, the mix's length). Runs in a worker process or in this one."""
     work_dir.mkdir(parents=True, exist_ok=True)
+    raw_path = work_dir / "master-raw.wav"
     latency = render_master(pre_path, raw_path, plan, settings, sample_rate_hz=sample_rate_hz,
                             content_frames=frames, work_dir=work_dir)
     meter = meter_file(str(raw_path), start_frame=latency, frames=frames)
     return _Pass(settings, raw_path, latency, meter.stats(), meter.momentary_lufs())
 
 
-def _run_passes(jobs: list[tuple], pool: object | None) -> list[_Pass]:
-    if pool is None or len(jobs) < 2:
-        return [_limiter_pass(*job) for job in jobs]
-    futures = [pool.submit(_limiter_pass, *job) for job in jobs]  # type: ignore[attr-defined]
-    try:
-        return [f.result() for f in futures]
-    finally:
-        for f in futures:
-            f.cancel()
-
-
 def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_hz: int, frames: int,
-               work_dir: Path, pool: object | None = None) -> MasterResult:
+               work_dir: Path, pool: WorkerPool | None = None) -> MasterResult:
     """Master ``mix_path`` into ``out_path`` (24-bit WAV, same length as the mix).
 
     The loudness loop renders :data:`CANDIDATES` limiter drives per round and keeps the best
@@ -196,11 +187,15 @@ def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_
     history: list[_Pass] = []
     chosen: _Pass | None = None
     aim = min(_AIM_LU, 0.6 * plan.tolerance_lu)  # well inside the promise
+
+    def closeness(r: _Pass) -> tuple[float, float]:  # nearest the target; ties: less drive
+        return abs(target - r.stats.integrated_lufs), r.settings.drive_db
+
     for rnd in range(1, _MAX_ROUNDS + 1):
-        jobs = [(pre_path, work_dir / f"pass-{rnd}-{i}" / "master-raw.wav", plan,
-                 MasterSettings(pre_gain_db=pre, drive_db=drive, limit_db=limit, release_ms=release),
+        jobs = [(pre_path, plan, MasterSettings(pre_gain_db=pre, drive_db=drive, limit_db=limit, release_ms=release),
                  sample_rate_hz, frames, work_dir / f"pass-{rnd}-{i}") for i, (drive, limit) in enumerate(candidates)]
-        results = _run_passes(jobs, pool)
+        results = (pool.map_ordered(_limiter_pass, jobs) if pool is not None
+                   else [_limiter_pass(*job) for job in jobs])
         history += results
         for r in results:
             if os.environ.get("EXPERTMIX_DEBUG_MASTER"):
@@ -210,7 +205,7 @@ def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_
         ok = [r for r in results
               if abs(target - r.stats.integrated_lufs) <= aim and r.stats.true_peak_dbtp <= ceiling]
         if ok:
-            chosen = min(ok, key=lambda r: (abs(target - r.stats.integrated_lufs), r.settings.drive_db))
+            chosen = min(ok, key=closeness)
             break
         # the next limiter threshold: low enough for every pass of this round (inter-sample
         # overs grow as the limiter works harder: correct an over with a margin)
@@ -218,7 +213,7 @@ def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_
                                            if r.stats.true_peak_dbtp > ceiling else 0.0) for r in results)
         # LU of loudness per dB of drive, from the two nearest measured drives (< 1 when the
         # limiter works hard)
-        best = min(history, key=lambda r: (abs(target - r.stats.integrated_lufs), r.settings.drive_db))
+        best = min(history, key=closeness)
         others = [r for r in history if abs(r.settings.drive_db - best.settings.drive_db) > 1e-6]
         slope = 1.0
         if others:
@@ -235,8 +230,7 @@ def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_
         centre = min(best.settings.drive_db + step, nominal + _MAX_EXTRA_DRIVE_DB)
         candidates = [(centre + d, limit) for d in _NEXT_DRIVES_DB]
     if chosen is None:  # no round hit the aim: the closest that respects the ceiling, if any
-        chosen = min(history, key=lambda r: (r.stats.true_peak_dbtp > ceiling,
-                                             abs(target - r.stats.integrated_lufs), r.settings.drive_db))
+        chosen = min(history, key=lambda r: (r.stats.true_peak_dbtp > ceiling, *closeness(r)))
     settings, latency, passes = chosen.settings, chosen.latency, len(history)
     copy_wav(chosen.raw_path, out_path, start_frame=latency, frames=frames, subtype="PCM_24")
     # what was measured is what is delivered, but for the 24-bit rounding (< 1e-6 dB)

@@ -580,18 +580,14 @@ def _run_workers(jobs: list[_TrackJob], pool: Any = None) -> list[dict[str, Any]
     from .workers import worker_pool
 
     with worker_pool(len(jobs), pool) as workers:
-        futures = [workers.submit(_track_worker, job) for job in jobs]
         try:
-            return [fut.result() for fut in futures]
+            return workers.map_ordered(_track_worker, [(job,) for job in jobs])
         except RenderError:
             raise
         except BrokenProcessPool as exc:
             raise RenderError(f"a render worker process died unexpectedly ({exc})") from None
         except Exception as exc:
             raise RenderError(f"a render worker process failed: {type(exc).__name__}: {exc}") from exc
-        finally:
-            for fut in futures:
-                fut.cancel()
 
 
 # -- the whole mix ------------------------------------------------------------------------

@@ -644,7 +644,7 @@ def decode_stem(info: StemInfo) -> np.ndarray:
     return audio
 
 
-def _write_cache(audio: np.ndarray, target: Path, sample_rate_hz: int, protected: set[Path]) -> None:
+def _write_cache(audio: np.ndarray, target: Path, sample_rate_hz: int, protected: frozenset[Path] | set[Path]) -> None:
     """Write ``audio`` as a float32 WAV at ``target`` in blocks, via a temp file and one rename."""
     if target.resolve() in protected:  # cannot happen with a separate cache folder; never risk it
         raise OutputError(f"refusing to overwrite the input stem {target}",
@@ -751,7 +751,7 @@ def prepare_stem(info: StemInfo, cache: Path, protected: frozenset[Path] | set[P
         render_path=cache / f"{info.name}.wav" if info.needs_cache else info.path,
         warnings=info.warnings)
     if info.needs_cache:
-        _write_cache(audio, stem.render_path, stem.sample_rate_hz, set(protected))
+        _write_cache(audio, stem.render_path, stem.sample_rate_hz, protected)
     return stem, None, audio
 
 

@@ -20,8 +20,8 @@ import contextlib
 import multiprocessing
 import os
 import threading
-from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any, Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from typing import Any, Callable, Iterator, Sequence
 
 #: Modules the fork server imports before forking workers (their heavy imports are shared).
 PRELOAD = ["expertmix.descriptors", "expertmix.render"]
@@ -96,6 +96,30 @@ class WorkerPool:
         self._wait_warm()  # one thread at a time spawns workers
         with single_threaded_children():
             return self._executor.submit(fn, *args, **kwargs)
+
+    def map_ordered(self, fn: Callable[..., Any], args: Sequence[tuple],
+                    on_done: Callable[[int, int], None] | None = None) -> list[Any]:
+        """``[fn(*a) for a in args]``, run in the workers; results in ``args`` order.
+
+        ``on_done(index, done)`` is called as each job finishes (``done``: how many have, 1 ..
+        len(args)). If jobs fail, the first failure *in ``args`` order* is raised (so errors do
+        not depend on timing) and the jobs not yet started are cancelled.
+        """
+        futures = [self.submit(fn, *a) for a in args]
+        index = {fut: i for i, fut in enumerate(futures)}
+        try:
+            for done, fut in enumerate(as_completed(futures), start=1):
+                if fut.exception() is not None:
+                    break
+                if on_done is not None:
+                    on_done(index[fut], done)
+            for fut in futures:  # waits for the earlier jobs; raises the first failure in order
+                if fut.exception() is not None:
+                    raise fut.exception()  # type: ignore[misc]
+            return [fut.result() for fut in futures]
+        finally:
+            for fut in futures:
+                fut.cancel()
 
     def shutdown(self) -> None:
         self._wait_warm()

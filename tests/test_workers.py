@@ -33,3 +33,18 @@ def test_a_given_pool_is_left_running():
         with worker_pool(2, pool) as same:
             assert same is pool
         assert pool.submit(abs, -3).result() == 3   # still usable
+
+
+def test_map_ordered_keeps_order_and_raises_the_first_failure_in_order():
+    import operator
+
+    import pytest
+
+    with WorkerPool(2) as pool:
+        seen = []
+        assert pool.map_ordered(divmod, [(7, 2), (9, 4), (1, 1)], on_done=lambda i, n: seen.append((i, n))) \
+            == [(3, 1), (2, 1), (1, 0)]
+        assert sorted(i for i, _ in seen) == [0, 1, 2] and sorted(n for _, n in seen) == [1, 2, 3]
+        for _ in range(3):  # whichever fails first in time, the first in order is raised
+            with pytest.raises(KeyError):  # not the IndexError of the later job
+                pool.map_ordered(operator.getitem, [([1], 0), ({}, "k"), ([1], 5)] + [([2], 0)] * 4)
