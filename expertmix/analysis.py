@@ -60,6 +60,13 @@ LOW_EDGE_HZ = 150.0
 #: Lower edge of the sibilance/presence band measured by ``high_energy_ratio``, Hz.
 HIGH_EDGE_HZ = 5000.0
 SUB_EDGE_HZ = 40.0
+#: Band of the sub floor (``sub_floor_dbfs``), Hz: below an instrument's lowest note, above the
+#: slow DC drift of synthetic waveforms and sample edits (< 10 Hz), where rumble, handling noise,
+#: traffic and air conditioning live.
+SUB_FLOOR_BAND_HZ = (10.0, 40.0)
+#: ``sub_floor_dbfs`` is this percentile over the broadband frames: steady energy (rumble is
+#: there between the notes too) rather than the low notes of the part.
+SUB_FLOOR_PERCENTILE = 20.0
 #: Broadband spectrum: frame length ~ this many seconds (power of two), frames used at most.
 BROADBAND_FRAME_S = 0.186
 MAX_BROADBAND_FRAMES = 256
@@ -112,6 +119,10 @@ class StemAnalysis:
     is_silent: peak below -90 dBFS or no active block.
     dc_offset: max over channels of |mean|, linear full scale.
     low_energy_ratio / sub_energy_ratio: share of (DC-free) power below 150 Hz / 40 Hz, 0..1.
+    sub_floor_dbfs: steady level in 10-40 Hz: the 20th percentile over the broadband frames
+        (silent ones included) of the band's mean square (channel mean), dB re full scale
+        (-200.0 when silent). Rumble under a loud part is a tiny share of its power but keeps
+        this level up between the notes.
     high_energy_ratio: share of power above 5 kHz (sibilance, air), 0..1.
     spectral_centroid_hz: power-weighted mean frequency, Hz (0.0 when silent).
     hum_hz: 50.0 or 60.0 when a mains hum is detected, else None.
@@ -139,6 +150,7 @@ class StemAnalysis:
     dc_offset: float
     low_energy_ratio: float
     sub_energy_ratio: float
+    sub_floor_dbfs: float
     high_energy_ratio: float
     spectral_centroid_hz: float
     hum_hz: float | None
@@ -200,12 +212,17 @@ def _frame_starts(n_frames: int, frame: int, max_frames: int) -> np.ndarray:
 
 
 def _power_spectrum(x: np.ndarray, frame: int, starts: np.ndarray,
-                    offsets: np.ndarray | None = None) -> np.ndarray:
+                    offsets: np.ndarray | None = None,
+                    band_bins: slice | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Mean Hann-windowed |rfft|^2 over frames at ``starts`` of ``x`` (frames, channels), summed
     over channels, after subtracting ``offsets`` (per-channel DC). A signal shorter than a frame
-    is zero-padded into one frame (its DC removed before padding)."""
+    is zero-padded into one frame (its DC removed before padding).
+
+    Also, when ``band_bins`` is given, the per-frame sum of those bins' (channel-summed) power;
+    else None."""
     window = np.hanning(frame + 2)[1:-1].astype(np.float32)
     total = np.zeros(frame // 2 + 1)
+    band = None
     if len(starts) == 0 or len(x) < frame:
         starts = np.array([0])
     for c in range(x.shape[1]):
@@ -217,8 +234,12 @@ def _power_spectrum(x: np.ndarray, frame: int, starts: np.ndarray,
             dc = np.float32(0.0)
         frames = (np.lib.stride_tricks.sliding_window_view(col, frame)[starts] - dc) * window
         spec = scipy.fft.rfft(frames, axis=-1, workers=-1)
-        total += (spec.real.astype(np.float64) ** 2 + spec.imag.astype(np.float64) ** 2).mean(0)
-    return total
+        power = spec.real.astype(np.float64) ** 2 + spec.imag.astype(np.float64) ** 2
+        total += power.mean(0)
+        if band_bins is not None:
+            in_band = power[:, band_bins].sum(axis=1)
+            band = in_band if band is None else band + in_band
+    return total, band
 
 
 def _next_pow2(n: float) -> int:
@@ -278,7 +299,7 @@ def _hum(mono: np.ndarray, sample_rate_hz: int, offset: float = 0.0) -> tuple[fl
         starts = np.sort(order[:keep]) * hop
     n_groups = HUM_GROUPS if len(starts) >= HUM_GROUPS * 2 else 1
     groups = np.array_split(starts, n_groups)
-    spectra = [_power_spectrum(mono[:, None], frame, g, offsets=np.array([offset]))
+    spectra = [_power_spectrum(mono[:, None], frame, g, offsets=np.array([offset]))[0]
                for g in groups]
     bin_hz = sample_rate_hz / frame
     best_hz, best_score = None, -np.inf
@@ -408,13 +429,20 @@ def analyse_audio_detailed(audio: np.ndarray,
 
     # -- spectra (DC removed)
     low = sub = high = centroid = 0.0
+    sub_floor = SILENCE_DB
     hum_hz, hum_excess = None, 0.0
     mono = None
     if n_frames and peak_db >= SILENT_PEAK_DBFS:
         frame = _next_pow2(BROADBAND_FRAME_S * sample_rate_hz)
-        power = _power_spectrum(x, frame, _frame_starts(n_frames, frame, MAX_BROADBAND_FRAMES),
-                                offsets=means)
-        freqs = np.arange(len(power)) * (sample_rate_hz / frame)
+        bin_hz = sample_rate_hz / frame
+        floor_bins = slice(math.ceil(SUB_FLOOR_BAND_HZ[0] / bin_hz), math.ceil(SUB_FLOOR_BAND_HZ[1] / bin_hz))
+        power, floor_power = _power_spectrum(x, frame, _frame_starts(n_frames, frame, MAX_BROADBAND_FRAMES),
+                                             offsets=means, band_bins=floor_bins)
+        # Parseval for a Hann-windowed one-sided spectrum: band mean square, averaged over channels
+        window_power = float(np.sum(np.hanning(frame + 2)[1:-1] ** 2))
+        floor_ms = np.percentile(floor_power, SUB_FLOOR_PERCENTILE) * 2.0 / (frame * window_power * n_ch)
+        sub_floor = max(power_to_db(float(floor_ms)), SILENCE_DB)
+        freqs = np.arange(len(power)) * bin_hz
         total = float(power.sum())
         if total > 0:
             low = float(power[freqs < LOW_EDGE_HZ].sum() / total)
@@ -429,7 +457,7 @@ def analyse_audio_detailed(audio: np.ndarray,
         loudness_lufs=loudness, loudness_range_lu=lra, short_term_max_lufs=st_max,
         peak_dbfs=peak_db, true_peak_dbtp=tp_db, rms_dbfs=rms_db, crest_db=crest,
         active_fraction=active_fraction, is_silent=bool(is_silent), dc_offset=dc,
-        low_energy_ratio=low, sub_energy_ratio=sub, high_energy_ratio=high, spectral_centroid_hz=centroid,
+        low_energy_ratio=low, sub_energy_ratio=sub, sub_floor_dbfs=sub_floor, high_energy_ratio=high, spectral_centroid_hz=centroid,
         hum_hz=hum_hz, hum_excess_db=float(hum_excess), clipped_fraction=float(clipped_fraction),
         clipped=bool(clipped_fraction > CLIP_FRACTION_THRESHOLD), channels=n_ch,
         stereo_correlation=corr, stereo_width=width, duration_s=n_frames / float(sample_rate_hz),

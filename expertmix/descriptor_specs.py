@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: Increment when a descriptor is added, removed or changes its definition.
-DESCRIPTOR_VERSION = 1
+DESCRIPTOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ _SPECS: list[tuple[str, str, str, str]] = [
     ("spectral_flatness", "ratio", "spectrum", "mean over active frames of the geometric over arithmetic mean of the power spectrum: ~0 tonal, ~0.56 white noise"),
     ("low_energy_ratio", "ratio", "spectrum", "share of the power below 150 Hz"),
     ("sub_energy_ratio", "ratio", "spectrum", "share of the power below 40 Hz (rumble)"),
+    ("sub_floor_dbfs", "dBFS", "defects", "steady 10-40 Hz level: 20th percentile over 0.19 s frames, silent ones included (rumble, handling noise)"),
     ("high_energy_ratio", "ratio", "spectrum", "share of the power above 5 kHz (sibilance, air)"),
     *[(f"band_{b}_db", "dB", "spectrum", f"power in {lo:g}-{hi:g} Hz relative to the whole spectrum (<= 0)")
       for b, (lo, hi) in BANDS_HZ.items()],

@@ -838,6 +838,7 @@ def _describe(audio: np.ndarray, sample_rate_hz: int) -> tuple[StemDescriptors, 
     v["spectral_flatness"] = spectral["spectral_flatness"]
     v["low_energy_ratio"] = a.low_energy_ratio
     v["sub_energy_ratio"] = a.sub_energy_ratio
+    v["sub_floor_dbfs"] = a.sub_floor_dbfs
     v["high_energy_ratio"] = a.high_energy_ratio
     for b in BANDS_HZ:
         v[f"band_{b}_db"] = spectral[f"band_{b}_db"]

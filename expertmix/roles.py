@@ -269,6 +269,41 @@ def role_from_name(filename: str | Path) -> str | None:
     return None
 
 
+_ROMAN_PARTS = {"i": 1, "ii": 2, "iii": 3, "iv": 4}
+_WORD_PARTS = {"first": 1, "second": 2, "third": 3, "fourth": 4}
+_ORDINAL_SUFFIXES = ("st", "nd", "rd", "th")
+
+
+def _part_token(token: str) -> int | None:
+    if token.isdigit():
+        value = int(token)
+        return value if 1 <= value <= 9 else None
+    return _ROMAN_PARTS.get(token)
+
+
+def part_number(filename: str | Path) -> int | None:
+    """The desk or part number a stem's name gives its instrument, else ``None``.
+
+    Orchestral and band parts are numbered: ``"Violin I"``, ``"violin_2"``, ``"2nd Violin"``,
+    ``"First Trumpet"``, ``"03_Vln1"``. The number counts only next to an instrument token
+    (right after it, or an ordinal right before it), so a leading track number
+    (``"01_Violin"``) is not a part number. Digits 1-9, Roman I-IV and first-fourth are read.
+    """
+    tokens = name_tokens(filename)
+    for i, token in enumerate(tokens):
+        if _token_role(token) is None:
+            continue
+        if i + 1 < len(tokens):
+            after = _part_token(tokens[i + 1])
+            if after is not None:
+                return after
+        if i >= 1 and tokens[i - 1] in _WORD_PARTS:
+            return _WORD_PARTS[tokens[i - 1]]
+        if i >= 2 and tokens[i - 1] in _ORDINAL_SUFFIXES and tokens[i - 2].isdigit():
+            return _part_token(tokens[i - 2])
+    return None
+
+
 def check_role(role: object, *, where: str) -> str:
     """Return the canonical role name for ``role`` or raise :class:`InputError`.
 

@@ -49,7 +49,7 @@ from .genres import GenreProfile, read_yaml_file
 from .plan import (Cleanup, Compressor, DeEsser, Decision, Ducking, EQBand, Finding, FxBus, Gate, GroupBus, Limiter,
                    MasterPlan, MixPlan, NOTE_VALUES, Send, TrackPlan, _line_index, note_to_ms)
 from .resources import data_dir
-from .roles import ROLE_FAMILY, ROLES
+from .roles import ROLE_FAMILY, ROLES, part_number
 
 SCOPES = ("fx", "track", "pair", "bus", "mix")
 FAMILIES = ("drums", "vocals", "music")
@@ -526,6 +526,8 @@ CONDITIONS: dict[str, str] = {
     "session_lacks_role": "no stem of the session has any of these roles",
     "role_count": "the number of stems sharing the track's role compares: {ge: 2}",
     "stem_count": "the number of stems compares",
+    "part": "the part number in the stem's name compares (Violin I / violin_1 = 1, 2nd violin = 2; "
+            "see `expertmix.roles.part_number`); a stem without one never matches: {eq: 1}",
     "role_rank": "the track ranks among the stems sharing its role by a descriptor: {descriptor: spectral_centroid_hz, order: highest, top: 1}",
     "tempo_bpm": "the session tempo compares",
     "session_stat": "a statistic of a descriptor over the active stems: {descriptor: onset_rate_hz, stat: median, gt: 4}",
@@ -540,7 +542,7 @@ CONDITIONS: dict[str, str] = {
     "not": "this condition set does not hold",
 }
 _COND_SCOPES = {"role": ("track", "pair"), "role_not": ("track", "pair"), "family": ("track", "pair"),
-                "channels": ("track", "pair"), "descriptor": ("track", "pair"), "role_count": ("track",), "role_rank": ("track",),
+                "channels": ("track", "pair"), "descriptor": ("track", "pair"), "role_count": ("track",), "role_rank": ("track",), "part": ("track",),
                 "masks": ("track",), "masked_by": ("track",), "trigger_role": ("pair",),
                 "trigger_descriptor": ("pair",), "bus": ("bus",), "tonal_gap_db": ("mix",), "bus_has_role": ("bus",)}
 _STATS = ("median", "max", "min", "mean", "sum")
@@ -651,6 +653,15 @@ def _compile_check(where: _Where, name: str, arg: Any, scope: str, *sub: Any):
         if name == "stem_count":
             return lambda ev: ok if cmp(len(ev.ctx.tracks)) else (False, f"{len(ev.ctx.tracks)} stems", None)
         return lambda ev: ok if cmp(ev.ctx.tempo_bpm) else (False, f"tempo {ev.ctx.tempo_bpm:.0f} BPM, not {cmp.text()}", None)
+    if name == "part":
+        cmp = _comparison(where, arg, *sub)
+
+        def check_part(ev: Eval):
+            number = part_number(ev.track.name)
+            if number is None:
+                return False, "no part number in the name", None
+            return ok if cmp(number) else (False, f"part {number}, not {cmp.text()}", None)
+        return check_part
     if name == "role_rank":
         if not isinstance(arg, dict):
             raise where.error("role_rank takes {descriptor: NAME, order: highest|lowest, top: N}", *sub)
@@ -1065,6 +1076,7 @@ NEUTRAL_DESCRIPTORS.update({
     "rms_dbfs": -22.0, "crest_db": 14.0, "dynamic_complexity_db": 3.0, "active_fraction": 0.9,
     "noise_floor_dbfs": -80.0, "signal_to_noise_db": 58.0, "spectral_centroid_hz": 1500.0,
     "spectral_rolloff_hz": 5000.0, "spectral_flatness": 0.1, "low_energy_ratio": 0.1, "sub_energy_ratio": 0.005,
+    "sub_floor_dbfs": -80.0,
     "high_energy_ratio": 0.02, "band_sub_db": -25.0, "band_bass_db": -10.0, "band_low_mid_db": -7.0,
     "band_mid_db": -3.0, "band_high_mid_db": -9.0, "band_presence_db": -15.0, "band_air_db": -25.0,
     "onset_rate_hz": 2.0, "channels": 1.0, "stereo_correlation": 1.0, "duration_s": 180.0,

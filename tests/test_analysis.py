@@ -187,6 +187,25 @@ def test_low_and_sub_energy_ratios(freq, low_min, low_max, sub_max):
         assert a.sub_energy_ratio > 0.95
 
 
+def test_sub_floor_reads_a_steady_rumble_under_a_loud_part():
+    """A 25 Hz tone with mean square -50 dB (amplitude -47 dBFS) under a -6 dBFS 200 Hz tone: a
+    share of ~4e-5 of the power, but the floor reads -50 dB; mono and dual-mono stereo agree."""
+    x = sine(200, 10, -6) + sine(25, 10, -47)
+    for audio in (x.astype(np.float32), stereo(x)):
+        a = A.analyse_audio(audio, SR)
+        assert a.sub_energy_ratio < 1e-4
+        assert a.sub_floor_dbfs == pytest.approx(-50.0, abs=0.3)
+
+
+def test_sub_floor_ignores_low_notes_that_come_and_go_and_clean_parts():
+    t = np.arange(10 * SR) / SR
+    gate = (np.floor(t / 1.0) % 4 == 0)  # a 30 Hz note one second in four
+    notes = sine(30, 10, -6) * gate + sine(400, 10, -12)
+    assert A.analyse_audio(stereo(notes), SR).sub_floor_dbfs < -100.0
+    assert A.analyse_audio(stereo(sine(100, 10, 0)), SR).sub_floor_dbfs < -80.0
+    assert A.analyse_audio(stereo(np.zeros(SR)), SR).sub_floor_dbfs == SILENCE_DB
+
+
 @pytest.mark.parametrize("x,expected_hz,tol", [
     (stereo(sine(1000, 5, -6)), 1000.0, 20.0),
     (noise(5), SR / 4, SR / 4 * 0.05),

@@ -5,7 +5,7 @@ import pytest
 
 from expertmix.errors import InputError
 from expertmix.roles import (PHRASE_ALIASES, ROLE_FAMILY, ROLES, TOKEN_ALIASES, check_role, name_tokens,
-                             role_from_name)
+                             part_number, role_from_name)
 
 
 @pytest.mark.parametrize("filename, role", [
@@ -126,3 +126,14 @@ def test_check_role_without_suggestion_and_non_string():
     assert "did you mean" not in str(err.value) and "other" in err.value.hint
     with pytest.raises(InputError, match="role must be a name"):
         check_role(5, where="roles.yaml:3")
+
+
+@pytest.mark.parametrize("filename, part", [
+    ("violin_1.flac", 1), ("violin_2.flac", 2), ("Violin I.wav", 1), ("Violin II.wav", 2),
+    ("2nd Violin.wav", 2), ("First Trumpet.aif", 1), ("03_Vln1.wav", 1), ("Violins 2.wav", 2),
+    ("Horn III.wav", 3),
+    # no part number: none given, a leading track number, a number too large, no instrument
+    ("viola.flac", None), ("01_Violin.wav", None), ("trumpet 12.wav", None), ("take_2.wav", None),
+])
+def test_part_number(filename, part):
+    assert part_number(filename) == part
