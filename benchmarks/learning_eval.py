@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from evaluate_corpus import AUDIO_SUFFIXES, git_commit, map_genre, stem_name  # noqa: E402
 
 from expertmix import learning as L  # noqa: E402
+from expertmix.descriptor_specs import DESCRIPTOR_VERSION  # noqa: E402
 from expertmix.decide import RulebookPlanner  # noqa: E402
 from expertmix.errors import InputError  # noqa: E402
 from expertmix.evaluate import balance_differences, evaluate  # noqa: E402
@@ -161,7 +162,8 @@ def main() -> int:
     ap.add_argument("--label", default="learned refinements, leave one song out")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    store_path = args.work / f"corpus-aug{args.augment}.sqlite"
+    # the store holds descriptors: a new analysis version needs a new store
+    store_path = args.work / f"corpus-aug{args.augment}-descriptors-v{DESCRIPTOR_VERSION}.sqlite"
     t0 = time.perf_counter()
     ids = build_store(args.corpus, store_path, args.augment, not args.no_demo)
     build_s = time.perf_counter() - t0

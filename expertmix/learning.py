@@ -862,8 +862,11 @@ def train(store: TrainingStore | str | os.PathLike | None, out_dir: str | os.Pat
         pending.append((name, model, card))
         reports.append(SlotReport(slot, name, n_src, w_src, len(groups), cvr, contrib, top))
     if not pending:
+        stale = int(data.summary.get("skipped_descriptor_version", 0))
         raise InputError("not enough training data for any slot: " + "; ".join(
-            f"{r.slot}: {r.skipped}" for r in reports if r.skipped), hint=DATA_FIX)
+            f"{r.slot}: {r.skipped}" for r in reports if r.skipped) + (
+            f" ({stale} song(s) in the store were described by another analysis version and were left out: "
+            "remove them with `expertmix learn remove` and add them again)" if stale else ""), hint=DATA_FIX)
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST_FILE
     if manifest_path.exists():

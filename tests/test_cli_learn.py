@@ -105,3 +105,28 @@ def test_train_without_data_and_inspect_of_a_broken_folder(tmp_path):
     (tmp_path / "broken" / "manifest.json").write_text("{not json")
     r = run("inspect", str(tmp_path / "broken"))
     assert r.exit_code == 4 and "not valid JSON" in r.output and "fix:" in r.output
+
+
+def test_train_warns_about_songs_described_by_another_analysis_version(tmp_path):
+    import sqlite3
+
+    from expertmix.descriptor_specs import DESCRIPTOR_VERSION
+
+    store = str(tmp_path / "s.sqlite")
+    with TrainingStore(store) as st:
+        for seed in range(5):
+            feedback_song(st, seed, lead_up)
+
+    def age(count: int) -> None:  # the first songs were added by an older expertmix
+        with sqlite3.connect(store) as db:
+            db.execute("UPDATE stems SET descriptor_version = ? WHERE song_id IN "
+                       "(SELECT id FROM songs ORDER BY id LIMIT ?)", (DESCRIPTOR_VERSION - 1, count))
+    age(1)
+    r = run("train", "--store", store, "-o", str(tmp_path / "m"), "--quiet")
+    assert r.exit_code == 0, r.output
+    assert "1 song(s) in the store were described by another analysis version" in r.output
+    assert "learn add" in r.output
+    age(2)  # now too little is left: the error says why
+    r = run("train", "--store", store, "-o", str(tmp_path / "m2"))
+    assert r.exit_code == 2 and "not enough training data" in r.output
+    assert "2 song(s) in the store were described by another analysis version" in r.output
