@@ -133,13 +133,17 @@ def mix(stems_dir: Path = typer.Argument(..., help="folder of stems (WAV, FLAC, 
         genres: Optional[Path] = GENRES_DIR, rules: Optional[Path] = RULES_DIR, no_learning: bool = NO_LEARNING,
         models: Optional[Path] = MODELS_DIR, quiet: bool = QUIET, json_out: bool = JSON) -> None:
     """Analyse the stems, plan the mix, render mix + master + processed stems, write plan and report."""
-    from .pipeline import run_mix
+    from .workers import started_pool
 
-    with _errors(), _progress(quiet or json_out) as progress:
-        result = run_mix(stems_dir, out_dir, genre=genre, preset=preset, target_lufs=target_lufs, ceiling_dbtp=ceiling,
-                         role_overrides=_roles(role), roles_file=roles, exclude=exclude, sample_rate_hz=sample_rate,
-                         skip_silent=skip_silent, overwrite=overwrite, genres_dir=genres, rules_dir=rules,
-                         learning=not no_learning, models_dir=models, progress=progress)
+    with started_pool() as pool:  # the workers boot while this process imports the pipeline
+        from .pipeline import run_mix
+
+        with _errors(), _progress(quiet or json_out) as progress:
+            result = run_mix(stems_dir, out_dir, genre=genre, preset=preset, target_lufs=target_lufs,
+                             ceiling_dbtp=ceiling, role_overrides=_roles(role), roles_file=roles, exclude=exclude,
+                             sample_rate_hz=sample_rate, skip_silent=skip_silent, overwrite=overwrite,
+                             genres_dir=genres, rules_dir=rules, learning=not no_learning, models_dir=models,
+                             progress=progress, pool=pool)
     _summary(result, quiet, json_out)
 
 
@@ -200,10 +204,13 @@ def render(plan_file: Path = typer.Argument(..., help="mix plan (YAML) written b
            stems: Optional[Path] = typer.Option(None, "--stems", help="stems folder, if it moved since the plan was written"),
            overwrite: bool = OVERWRITE, quiet: bool = QUIET, json_out: bool = JSON) -> None:
     """Re-render an (edited) plan without re-analysing."""
-    from .pipeline import run_render
+    from .workers import started_pool
 
-    with _errors(), _progress(quiet or json_out) as progress:
-        result = run_render(plan_file, out_dir, stems_dir=stems, overwrite=overwrite, progress=progress)
+    with started_pool() as pool:
+        from .pipeline import run_render
+
+        with _errors(), _progress(quiet or json_out) as progress:
+            result = run_render(plan_file, out_dir, stems_dir=stems, overwrite=overwrite, progress=progress, pool=pool)
     _summary(result, quiet, json_out)
 
 
@@ -213,14 +220,17 @@ def demo(out_dir: Path = typer.Option(DEMO_OUT, "--out", "-o", help="output fold
                                                             help="replace an earlier demo output"),
          quiet: bool = QUIET) -> None:
     """Mix the bundled demo song ("Paper Lanterns", CC0/MIT) into ./expertmix-demo."""
-    from .pipeline import run_mix
     from .resources import data_dir
+    from .workers import started_pool
 
     stems_dir = data_dir("demo")
     if not quiet:
         err.print(f"mixing the bundled demo ({stems_dir}) into {out_dir}/", highlight=False)
-    with _errors(), _progress(quiet) as progress:
-        result = run_mix(stems_dir, out_dir, genre=genre, overwrite=overwrite, progress=progress)
+    with started_pool() as pool:
+        from .pipeline import run_mix
+
+        with _errors(), _progress(quiet) as progress:
+            result = run_mix(stems_dir, out_dir, genre=genre, overwrite=overwrite, progress=progress, pool=pool)
     _summary(result, quiet, False)
 
 

@@ -144,7 +144,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import scipy.fft
@@ -1006,7 +1006,10 @@ def load_and_describe(probe: StemProbe, cache_dir: str | os.PathLike[str], *, sk
     """
     cache, protected = prepare_cache(cache_dir, probe)
     jobs = [(info.name, (info, cache, protected, skip_silent)) for info in probe.stems]
-    results = _run_jobs(_load_and_describe, jobs, processes, pool, progress)
+    # decoding and describing cost about frames x channels (+ a resample when the rate differs)
+    costs = [info.frames * info.channels * (2 if info.source_sample_rate_hz != info.sample_rate_hz else 1)
+             for info in probe.stems]
+    results = _run_jobs(_load_and_describe, jobs, processes, pool, progress, costs)
     stemset = assemble_stemset(probe, [(r[0], r[1]) for r in results.values()])
     stems = list(stemset.stems)
     described = {s.name: results[s.name][2] for s in stems}
@@ -1015,10 +1018,10 @@ def load_and_describe(probe: StemProbe, cache_dir: str | os.PathLike[str], *, sk
 
 
 def _run_jobs(fn: Callable[..., Any], jobs: list[tuple[str, tuple]], processes: int, pool: WorkerPool | None,
-              progress: Progress | None) -> dict[str, Any]:
+              progress: Progress | None, costs: Sequence[float] | None = None) -> dict[str, Any]:
     """``fn(*args)`` for every ``(name, args)`` job, in this process (``processes == 1`` and no
-    pool) or in worker processes; results keyed by name, in job order. The first job (in order)
-    that failed raises its exception."""
+    pool) or in worker processes (costliest first, by ``costs``); results keyed by name, in job
+    order. The first job (in order) that failed raises its exception."""
     report = progress or (lambda stage, done, count: None)
     total = len(jobs)
     if pool is None and (int(processes) <= 1 or total <= 1):
@@ -1029,7 +1032,7 @@ def _run_jobs(fn: Callable[..., Any], jobs: list[tuple[str, tuple]], processes: 
         return results
     with worker_pool(min(int(processes), total), pool) as workers:
         values = workers.map_ordered(fn, [args for _name, args in jobs],
-                                     on_done=lambda i, done: report(jobs[i][0], done, total))
+                                     on_done=lambda i, done: report(jobs[i][0], done, total), costs=costs)
     return {name: value for (name, _args), value in zip(jobs, values)}
 
 

@@ -6,7 +6,6 @@ Each step is a function from one plain object to the next; the CLI and the Pytho
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 import time
@@ -23,10 +22,9 @@ from .io import atomic_write_text, staged_output, yaml_dump
 from .master import MasterResult, master_mix
 from .plan import Decision, MixPlan, dump_plan, load_plan
 from .stems import StemProbe, StemSet, load_stems, probe_stems
-from .workers import WorkerPool
+from .workers import DEFAULT_PROCESSES, WorkerPool
 
 #: Worker processes for analysis and rendering: two, or one on a one-core machine.
-DEFAULT_PROCESSES = max(1, min(2, os.cpu_count() or 1))
 
 #: (stage, done, total) -> None; stage is a short label for a progress bar.
 Progress = Callable[[str, int, int], None]
@@ -197,13 +195,24 @@ def _render_into(stage: Path, plan: MixPlan, stemset: StemSet, work: Path, progr
     return master
 
 
+def _session_pool(pool: WorkerPool | None, processes: int) -> Any:
+    """The caller's ``pool`` (left running), else a new pool for ``processes`` > 1, else none."""
+    if pool is not None:
+        return contextlib.nullcontext(pool)
+    return WorkerPool(processes) if processes > 1 else contextlib.nullcontext()
+
+
 def run_mix(stems_dir: str | Path, out_dir: str | Path, *, genre: str = "pop", preset: str | None = None,
             target_lufs: float | None = None, ceiling_dbtp: float | None = None, role_overrides: Mapping[str, str] | None = None,
             roles_file: str | Path | None = None, exclude: Sequence[str] = (), sample_rate_hz: int | None = None,
             skip_silent: bool = False, overwrite: bool = False, genres_dir: str | Path | None = None,
             rules_dir: str | Path | None = None, learning: bool = True, models_dir: str | Path | None = None,
-            planner: Planner | None = None, progress: Progress = _noop) -> MixResult:
-    """Analyse, plan, render and master ``stems_dir`` into ``out_dir`` (atomically)."""
+            planner: Planner | None = None, progress: Progress = _noop, pool: WorkerPool | None = None) -> MixResult:
+    """Analyse, plan, render and master ``stems_dir`` into ``out_dir`` (atomically).
+
+    ``pool``: a running :class:`expertmix.workers.WorkerPool` to use (left running), e.g. one
+    started before the caller's imports (:func:`expertmix.workers.started_pool`); by default
+    the workers start here, once the stems' headers have been checked."""
     from .decide import RulebookPlanner
 
     stems_dir = Path(stems_dir)
@@ -215,7 +224,7 @@ def run_mix(stems_dir: str | Path, out_dir: str | Path, *, genre: str = "pop", p
                         sample_rate_hz=sample_rate_hz)
     processes = min(DEFAULT_PROCESSES, len(probe.stems))
     with staged_output(Path(out_dir), overwrite=overwrite, protected=(stems_dir,)) as stage, \
-            (WorkerPool(processes) if processes > 1 else contextlib.nullcontext()) as pool:
+            _session_pool(pool, processes) as pool:
         if pool is not None:
             pool.warm()
         work = Path(tempfile.mkdtemp(prefix="expertmix-work-"))
@@ -238,8 +247,8 @@ def run_mix(stems_dir: str | Path, out_dir: str | Path, *, genre: str = "pop", p
 
 
 def run_render(plan_or_path: MixPlan | str | Path, out_dir: str | Path, *, stems_dir: str | Path | None = None,
-               overwrite: bool = False, progress: Progress = _noop) -> MixResult:
-    """Re-render an (edited) plan without re-analysing."""
+               overwrite: bool = False, progress: Progress = _noop, pool: WorkerPool | None = None) -> MixResult:
+    """Re-render an (edited) plan without re-analysing (``pool``: as for :func:`run_mix`)."""
     plan = load_plan(plan_or_path) if not isinstance(plan_or_path, MixPlan) else plan_or_path
     if stems_dir is not None:
         plan.stems_dir = str(Path(stems_dir).resolve())
@@ -249,7 +258,7 @@ def run_render(plan_or_path: MixPlan | str | Path, out_dir: str | Path, *, stems
     timings: dict[str, float] = {}
     processes = min(DEFAULT_PROCESSES, len(plan.tracks))
     with staged_output(Path(out_dir), overwrite=overwrite, protected=(src,)) as stage, \
-            (WorkerPool(processes) if processes > 1 else contextlib.nullcontext()) as pool:
+            _session_pool(pool, processes) as pool:
         if pool is not None:
             pool.warm()  # the workers start while the stems are checked
         work = Path(tempfile.mkdtemp(prefix="expertmix-work-"))

@@ -26,6 +26,10 @@ from typing import Any, Callable, Iterator, Sequence
 #: Modules the fork server imports before forking workers (their heavy imports are shared).
 PRELOAD = ["expertmix.descriptors", "expertmix.render"]
 
+#: Worker processes for one session: the benchmark machines have 2 cores, and more workers
+#: than cores only add memory.
+DEFAULT_PROCESSES = max(1, min(2, os.cpu_count() or 1))
+
 #: Thread-count variables set to 1 for worker processes (unless the user set them).
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _ENV_LOCK = threading.Lock()
@@ -98,14 +102,21 @@ class WorkerPool:
             return self._executor.submit(fn, *args, **kwargs)
 
     def map_ordered(self, fn: Callable[..., Any], args: Sequence[tuple],
-                    on_done: Callable[[int, int], None] | None = None) -> list[Any]:
+                    on_done: Callable[[int, int], None] | None = None,
+                    costs: Sequence[float] | None = None) -> list[Any]:
         """``[fn(*a) for a in args]``, run in the workers; results in ``args`` order.
 
         ``on_done(index, done)`` is called as each job finishes (``done``: how many have, 1 ..
         len(args)). If jobs fail, the first failure *in ``args`` order* is raised (so errors do
-        not depend on timing) and the jobs not yet started are cancelled.
+        not depend on timing) and the jobs not yet started are cancelled. ``costs`` (one per
+        job, any unit): the costliest jobs are submitted first, so that no worker is left with
+        a long job at the end while the others wait (longest processing time first).
         """
-        futures = [self.submit(fn, *a) for a in args]
+        order = list(range(len(args)))
+        if costs is not None:
+            order.sort(key=lambda i: (-float(costs[i]), i))
+        submitted = {i: self.submit(fn, *args[i]) for i in order}
+        futures = [submitted[i] for i in range(len(args))]
         index = {fut: i for i, fut in enumerate(futures)}
         try:
             for done, fut in enumerate(as_completed(futures), start=1):
@@ -140,3 +151,19 @@ def worker_pool(processes: int, pool: WorkerPool | None = None) -> Iterator[Work
         return
     with WorkerPool(processes) as own:
         yield own
+
+
+@contextlib.contextmanager
+def started_pool(processes: int = DEFAULT_PROCESSES) -> Iterator[WorkerPool | None]:
+    """A pool of ``processes`` workers that starts warming at once (``None`` for one process).
+
+    For callers that can start the workers before their own heavy imports (the CLI starts them
+    before importing the pipeline, so the fork server's imports and the main process's run on
+    two cores at once); pass it on as ``pool=``. Shut down on exit.
+    """
+    if processes <= 1:
+        yield None
+        return
+    with WorkerPool(processes) as pool:
+        pool.warm()
+        yield pool

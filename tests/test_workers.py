@@ -48,3 +48,16 @@ def test_map_ordered_keeps_order_and_raises_the_first_failure_in_order():
         for _ in range(3):  # whichever fails first in time, the first in order is raised
             with pytest.raises(KeyError):  # not the IndexError of the later job
                 pool.map_ordered(operator.getitem, [([1], 0), ({}, "k"), ([1], 5)] + [([2], 0)] * 4)
+
+
+def test_map_ordered_submits_the_costliest_jobs_first_and_keeps_the_order_of_results_and_errors():
+    import operator
+    import time
+
+    import pytest
+
+    with WorkerPool(1) as pool:  # one worker runs the jobs in submission order
+        stamps = pool.map_ordered(time.monotonic_ns, [(), (), (), ()], costs=[1.0, 3.0, 2.0, 3.0])
+        assert stamps[1] < stamps[3] < stamps[2] < stamps[0]   # ties keep the job order
+        with pytest.raises(KeyError):  # the costly IndexError job runs first; the first in order is raised
+            pool.map_ordered(operator.getitem, [([1], 0), ({}, "k"), ([1], 5)], costs=[1.0, 1.0, 9.0])
