@@ -38,34 +38,14 @@ from scipy.signal import lfilter
 import pedalboard as pb
 from pedalboard.io import AudioFile
 
+from expertmix.plan import note_to_ms, pan_matrix  # the same note values and pan law as expertmix
+
 #: Loudness the master chain is fed at (as expertmix.master.CHAIN_REFERENCE_LUFS).
 CHAIN_REFERENCE_DB = -20.0
 
 
 def _db(x: float) -> float:
     return 10.0 ** (x / 20.0)
-
-
-def note_to_ms(note: str, tempo_bpm: float) -> float:
-    base = note.rstrip(".t")
-    num, den = base.split("/")
-    ms = 4 * 60000.0 / tempo_bpm * int(num) / int(den)
-    if note.endswith("."):
-        ms *= 1.5
-    elif note.endswith("t"):
-        ms *= 2.0 / 3.0
-    return ms
-
-
-def pan_matrix(pan: float, width: float, channels: int) -> tuple[tuple[float, float], tuple[float, float]]:
-    """The same pan law as expertmix.render.pan_matrix (constant power mono, M/S width + balance)."""
-    if channels == 1:
-        theta = (pan + 1.0) * math.pi / 4.0
-        return ((math.cos(theta), 0.0), (math.sin(theta), 0.0))
-    a, b = (1.0 + width) / 2.0, (1.0 - width) / 2.0
-    left_gain = 1.0 - pan if pan > 0 else 1.0
-    right_gain = 1.0 + pan if pan < 0 else 1.0
-    return ((a * left_gain, b * left_gain), (b * right_gain, a * right_gain))
 
 
 def _highpass(freq: float, order: int) -> list[Any]:

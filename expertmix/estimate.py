@@ -49,7 +49,7 @@ energy in mix channel ``c``, per band:
   of the balance law (the louder side's gain). It includes everything common to all stems
   (mix-bus and mastering gain): compare stems with ``relative_loudness_lu``.
 * **pan**: from the ratio ``rho = sqrt(E_out,R / E_out,L)`` over the stem's bands, in the
-  renderer's law (:func:`expertmix.render.pan_matrix`): mono stems constant power,
+  renderer's law (:func:`expertmix.plan.pan_matrix`): mono stems constant power,
   ``pan = (4 / pi) * atan2(rho, 1) - 1`` (so -1 left, 0 centre, +1 right); stereo stems balance,
   ``pan = rho - 1`` when ``rho < 1`` else ``1 - 1 / rho``.
 * **width** (stereo stems whose channels differ enough): from the cross terms, the renderer's
@@ -516,7 +516,7 @@ def estimate_decisions(stems: Mapping[str, np.ndarray], mix: np.ndarray, sample_
         mix_lufs=_r(mix_lufs, 2), stems=results, warnings=warnings,
         method={"fit": "complex least squares per band on STFT bins", "n_fft": n_fft, "hop": stft.hop,
                 "window": "hann", "bands_hz": {b: list(BANDS_HZ[b]) for b in bands},
-                "pan_law": "mono: constant power, stereo: balance (as expertmix.render.pan_matrix)"})
+                "pan_law": "mono: constant power, stereo: balance (as expertmix.plan.pan_matrix)"})
 
 
 def _stem_estimate(name: str, chs: int, idx: list[int], bands, gram, coef, coef_var, mix_e, loud_e,

@@ -16,6 +16,7 @@ dotted path of the bad field.
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -284,6 +285,21 @@ class MixPlan(_Model):
         if bus.time_ms is not None:
             return bus.time_ms
         return note_to_ms(bus.note or "1/4", self.tempo_bpm)
+
+
+def pan_matrix(pan: float, width: float, channels: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Coefficients ((L<-in0, L<-in1), (R<-in0, R<-in1)) of the pan/width stage.
+
+    Mono: constant-power sine/cosine law, -3 dB per side at centre. Stereo: mid/side width, then
+    balance (the opposite channel is scaled by 1 - |pan|), unity at centre.
+    """
+    if channels == 1:
+        theta = (pan + 1.0) * math.pi / 4.0
+        return ((math.cos(theta), 0.0), (math.sin(theta), 0.0))
+    a, b = (1.0 + width) / 2.0, (1.0 - width) / 2.0
+    left_gain = 1.0 - pan if pan > 0 else 1.0
+    right_gain = 1.0 + pan if pan < 0 else 1.0
+    return ((a * left_gain, b * left_gain), (b * right_gain, a * right_gain))
 
 
 def note_to_ms(note: str, tempo_bpm: float) -> float:

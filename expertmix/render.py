@@ -34,7 +34,7 @@ import pyo  # noqa: E402  (the environment variable must be set first)
 
 from .errors import RenderError  # noqa: E402
 from .io import _zero_peak_timestamp  # noqa: E402
-from .plan import Compressor, EQBand, MasterPlan, MixPlan, TrackPlan  # noqa: E402
+from .plan import Compressor, EQBand, MasterPlan, MixPlan, TrackPlan, pan_matrix  # noqa: E402
 from .units import db_to_gain  # noqa: E402
 
 #: Frames per pyo buffer. Render lengths are multiples of it.
@@ -211,21 +211,6 @@ def _track_prefader(g: _Graph, t: TrackPlan, src: StemSource, sr: int) -> list[A
         reduction = g.k(gain - 1.0)
         chans = [g.k(ch + hi * reduction) for ch, hi in zip(chans, high)]
     return chans
-
-
-def pan_matrix(pan: float, width: float, channels: int) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Coefficients ((L<-in0, L<-in1), (R<-in0, R<-in1)) of the pan/width stage.
-
-    Mono: constant-power sine/cosine law, -3 dB per side at centre. Stereo: mid/side width, then
-    balance (the opposite channel is scaled by 1 - |pan|), unity at centre.
-    """
-    if channels == 1:
-        theta = (pan + 1.0) * math.pi / 4.0
-        return ((math.cos(theta), 0.0), (math.sin(theta), 0.0))
-    a, b = (1.0 + width) / 2.0, (1.0 - width) / 2.0
-    left_gain = 1.0 - pan if pan > 0 else 1.0
-    right_gain = 1.0 + pan if pan < 0 else 1.0
-    return ((a * left_gain, b * left_gain), (b * right_gain, a * right_gain))
 
 
 def _pan(g: _Graph, chans: list[Any], pan: float, width: float, gain: float) -> Any:

@@ -37,7 +37,7 @@ def stepped_noise(seed: int, n: int = N, step_s: float = 0.4, range_db: float = 
 
 
 def pan_mono(x: np.ndarray, pan: float, gain_db: float) -> np.ndarray:
-    """The renderer's constant-power law (expertmix.render.pan_matrix)."""
+    """The renderer's constant-power law (expertmix.plan.pan_matrix)."""
     theta = (pan + 1.0) * math.pi / 4.0
     g = 10 ** (gain_db / 20)
     return np.stack([x * g * math.cos(theta), x * g * math.sin(theta)], axis=1)
