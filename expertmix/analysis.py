@@ -218,8 +218,8 @@ def _power_spectrum(x: np.ndarray, frame: int, starts: np.ndarray,
     over channels, after subtracting ``offsets`` (per-channel DC). A signal shorter than a frame
     is zero-padded into one frame (its DC removed before padding).
 
-    Also, when ``band_bins`` is given, the per-frame sum of those bins' (channel-summed) power;
-    else None."""
+    Also, when ``band_bins`` is given, each frame's mean square in those bins (Parseval for a
+    Hann-windowed one-sided spectrum), summed over channels; else None."""
     window = np.hanning(frame + 2)[1:-1].astype(np.float32)
     total = np.zeros(frame // 2 + 1)
     band = None
@@ -239,6 +239,8 @@ def _power_spectrum(x: np.ndarray, frame: int, starts: np.ndarray,
         if band_bins is not None:
             in_band = power[:, band_bins].sum(axis=1)
             band = in_band if band is None else band + in_band
+    if band is not None:
+        band *= 2.0 / (frame * float(np.sum(window.astype(np.float64) ** 2)))
     return total, band
 
 
@@ -436,12 +438,9 @@ def analyse_audio_detailed(audio: np.ndarray,
         frame = _next_pow2(BROADBAND_FRAME_S * sample_rate_hz)
         bin_hz = sample_rate_hz / frame
         floor_bins = slice(math.ceil(SUB_FLOOR_BAND_HZ[0] / bin_hz), math.ceil(SUB_FLOOR_BAND_HZ[1] / bin_hz))
-        power, floor_power = _power_spectrum(x, frame, _frame_starts(n_frames, frame, MAX_BROADBAND_FRAMES),
-                                             offsets=means, band_bins=floor_bins)
-        # Parseval for a Hann-windowed one-sided spectrum: band mean square, averaged over channels
-        window_power = float(np.sum(np.hanning(frame + 2)[1:-1] ** 2))
-        floor_ms = np.percentile(floor_power, SUB_FLOOR_PERCENTILE) * 2.0 / (frame * window_power * n_ch)
-        sub_floor = max(power_to_db(float(floor_ms)), SILENCE_DB)
+        power, floor_ms = _power_spectrum(x, frame, _frame_starts(n_frames, frame, MAX_BROADBAND_FRAMES),
+                                          offsets=means, band_bins=floor_bins)
+        sub_floor = max(power_to_db(float(np.percentile(floor_ms, SUB_FLOOR_PERCENTILE)) / n_ch), SILENCE_DB)
         freqs = np.arange(len(power)) * bin_hz
         total = float(power.sum())
         if total > 0:
@@ -457,7 +456,8 @@ def analyse_audio_detailed(audio: np.ndarray,
         loudness_lufs=loudness, loudness_range_lu=lra, short_term_max_lufs=st_max,
         peak_dbfs=peak_db, true_peak_dbtp=tp_db, rms_dbfs=rms_db, crest_db=crest,
         active_fraction=active_fraction, is_silent=bool(is_silent), dc_offset=dc,
-        low_energy_ratio=low, sub_energy_ratio=sub, sub_floor_dbfs=sub_floor, high_energy_ratio=high, spectral_centroid_hz=centroid,
+        low_energy_ratio=low, sub_energy_ratio=sub, sub_floor_dbfs=sub_floor, high_energy_ratio=high,
+        spectral_centroid_hz=centroid,
         hum_hz=hum_hz, hum_excess_db=float(hum_excess), clipped_fraction=float(clipped_fraction),
         clipped=bool(clipped_fraction > CLIP_FRACTION_THRESHOLD), channels=n_ch,
         stereo_correlation=corr, stereo_width=width, duration_s=n_frames / float(sample_rate_hz),

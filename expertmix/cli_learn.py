@@ -129,17 +129,16 @@ def train_cmd(store: Optional[Path] = STORE,
               rules: Optional[Path] = typer.Option(None, "--rules", exists=True, help="your own rules folder"),
               quiet: bool = QUIET, json_out: bool = JSON) -> None:
     """Train the refinement models from the store, cross-validated by song against the rules alone."""
-    from .learning import train
+    from .learning import stale_songs_message, train
 
     cli = _cli()
     out = out_dir or default_models_dir()
     with cli._errors(), cli._progress(quiet or json_out) as progress:
         rep = train(store, out, slots=slot or None, n_folds=folds, seed=seed, licence=licence, data_note=note,
                     cv=not no_cv, rules_dir=rules, require_improvement=not keep_all, progress=progress)
-    stale = int(rep.summary.get("skipped_descriptor_version", 0))
+    stale = stale_songs_message(rep.summary)
     if stale and not json_out:  # a warning even with --quiet: the models learned less than the store holds
-        _p(f"warning: {stale} song(s) in the store were described by another analysis version and were left "
-           f"out; remove them (`expertmix learn remove`) and add them again with `expertmix learn add`")
+        _p(f"warning: {stale}")
     if json_out:
         _print_json(rep.to_dict())
         return

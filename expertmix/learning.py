@@ -757,6 +757,16 @@ class TrainReport:
                 "train_seconds": self.train_seconds, "licence": self.licence}
 
 
+def stale_songs_message(summary: Mapping[str, Any]) -> str:
+    """What to tell the user about songs a dataset ``summary`` left out because another analysis
+    version described them ("" when there are none)."""
+    stale = int(summary.get("skipped_descriptor_version", 0))
+    if not stale:
+        return ""
+    return (f"{stale} song(s) in the store were described by another analysis version and were left out: "
+            "remove them with `expertmix learn remove` and add them again with `expertmix learn add`")
+
+
 def model_name(slot: str) -> str:
     """File name stem of a slot's model: ``refine.gain_db``, ``refine.sends.reverb`` ..."""
     return f"refine.{slot}"
@@ -862,11 +872,9 @@ def train(store: TrainingStore | str | os.PathLike | None, out_dir: str | os.Pat
         pending.append((name, model, card))
         reports.append(SlotReport(slot, name, n_src, w_src, len(groups), cvr, contrib, top))
     if not pending:
-        stale = int(data.summary.get("skipped_descriptor_version", 0))
+        stale = stale_songs_message(data.summary)
         raise InputError("not enough training data for any slot: " + "; ".join(
-            f"{r.slot}: {r.skipped}" for r in reports if r.skipped) + (
-            f" ({stale} song(s) in the store were described by another analysis version and were left out: "
-            "remove them with `expertmix learn remove` and add them again)" if stale else ""), hint=DATA_FIX)
+            f"{r.slot}: {r.skipped}" for r in reports if r.skipped) + (f" ({stale})" if stale else ""), hint=DATA_FIX)
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST_FILE
     if manifest_path.exists():

@@ -24,8 +24,6 @@ from .plan import Decision, MixPlan, dump_plan, load_plan
 from .stems import StemProbe, StemSet, load_stems, probe_stems
 from .workers import DEFAULT_PROCESSES, WorkerPool
 
-#: Worker processes for analysis and rendering: two, or one on a one-core machine.
-
 #: (stage, done, total) -> None; stage is a short label for a progress bar.
 Progress = Callable[[str, int, int], None]
 
