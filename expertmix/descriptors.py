@@ -151,12 +151,6 @@ import scipy.fft
 import soundfile as sf
 import yaml
 
-import essentia
-
-essentia.log.infoActive = False
-essentia.log.warningActive = False
-import essentia.standard as es  # noqa: E402  (after silencing the log)
-
 from .analysis import (  # noqa: E402
     ACTIVITY_RANGE_LU, AnalysisDetail, StemAnalysis, analyse_audio_detailed)
 from .descriptor_specs import (  # noqa: E402
@@ -365,11 +359,72 @@ def round_descriptor(name: str, value: float) -> float:
 # --- Essentia algorithms (per process, per configuration) ------------------------------------
 
 _LOCAL = threading.local()
+_ESSENTIA: Any = None
+
+
+def _single(x: Any) -> Any:
+    """An input as ``essentia.standard`` passes it on: numpy arrays as C-contiguous float32."""
+    if isinstance(x, np.ndarray) and (x.dtype == np.float64 or not x.flags["C_CONTIGUOUS"]):
+        return np.ascontiguousarray(x, dtype=np.float32 if x.dtype == np.float64 else x.dtype)
+    return x
+
+
+class _EssentiaAlgorithm:
+    """One configured Essentia algorithm, called like ``essentia.standard``'s (``algo(*inputs)``).
+
+    ``essentia.standard`` builds a Python class for each of its ~250 algorithms when imported
+    (about 0.5 s, on the critical path of every mix: the workers cannot start before it). This
+    builds only the six used here, on Essentia's own extension type, converting parameters and
+    inputs with ``essentia.common`` exactly as ``essentia.standard`` does. Where that interface
+    is missing (another Essentia build), :func:`load_essentia` falls back to ``essentia.standard``.
+    """
+
+    def __init__(self, essentia: Any, name: str, params: Mapping[str, Any]):
+        common = essentia.common
+        self._algo = algo = essentia._essentia.Algorithm(name)
+        algo.__configure__(**{k: common.convertData(v, algo.paramType(k)) for k, v in params.items()})
+        self._convert = common.convertData
+        self._types = [common.Edt(algo.inputType(n)) for n in algo.inputNames()]
+
+    def __call__(self, *inputs: Any) -> Any:
+        if len(inputs) != len(self._types):
+            raise TypeError(f"expected {len(self._types)} inputs, got {len(inputs)}")
+        return self._algo.__compute__(*[self._convert(_single(x), t) for x, t in zip(inputs, self._types)])
+
+
+def load_essentia() -> Any:
+    """Essentia, imported (log silenced) on first use; returns a factory
+    ``make(name, **params)`` of configured algorithms.
+
+    Only the workers that describe stems need Essentia: the main process of a mix imports this
+    module without it, and the workers' fork server loads it once (:mod:`expertmix._preload`).
+    """
+    global _ESSENTIA
+    if _ESSENTIA is None:
+        import essentia
+
+        essentia.log.infoActive = False
+        essentia.log.warningActive = False
+        try:
+            import essentia._essentia  # noqa: F401  (the extension type essentia.standard wraps)
+            import essentia.common  # noqa: F401
+
+            _EssentiaAlgorithm(essentia, "Flatness", {})  # the interface is there and works
+
+            def make(name: str, **params: Any) -> Any:
+                return _EssentiaAlgorithm(essentia, name, params)
+        except Exception:  # another build: the public, slower-to-import module
+            import essentia.standard
+
+            def make(name: str, **params: Any) -> Any:
+                return getattr(essentia.standard, name)(**params)
+        _ESSENTIA = make
+    return _ESSENTIA
 
 
 def _algo(name: str, **params: Any) -> Any:
-    """A configured Essentia standard-mode algorithm, cached per thread (instances are not
-    thread-safe). Only stateless algorithms are cached; stateful ones (Onsets,
+    """A configured Essentia algorithm (:func:`load_essentia`), cached per thread (instances
+    are not thread-safe). Only stateless algorithms are cached; stateful ones (Onsets,
     DynamicComplexity) are built per call."""
     cache = getattr(_LOCAL, "algos", None)
     if cache is None:
@@ -377,7 +432,7 @@ def _algo(name: str, **params: Any) -> Any:
     key = (name, tuple(sorted(params.items())))
     algo = cache.get(key)
     if algo is None:
-        algo = cache[key] = getattr(es, name)(**params)
+        algo = cache[key] = load_essentia()(name, **params)
     return algo
 
 
@@ -645,8 +700,8 @@ def onset_times_s(mono: np.ndarray, sample_rate_hz: int) -> np.ndarray:
         rotated *= spec
         cdf[b0:b0 + len(spec)] = np.abs(mag_e[1:-1] - rotated).sum(axis=1)
         prev_mag, prev_unit = mag_e[-2:], unit_e[-2:]
-    detections = essentia.array(np.vstack((hfc, cdf)).astype(np.float32))
-    onsets = es.Onsets(frameRate=sample_rate_hz / float(hop))
+    detections = np.ascontiguousarray(np.vstack((hfc, cdf)), dtype=np.float32)  # = essentia.array
+    onsets = load_essentia()("Onsets", frameRate=sample_rate_hz / float(hop))
     return np.asarray(onsets(detections, [1.0, 1.0]), dtype=np.float64)
 
 
@@ -683,7 +738,7 @@ def _dynamic_complexity(mono: np.ndarray | None, sample_rate_hz: int, hop: int,
     signal = np.ascontiguousarray(_active_signal(mono, hop, parts), dtype=np.float32)
     if signal.size == 0:
         return 0.0
-    algo = es.DynamicComplexity(frameSize=DYNAMIC_FRAME_S, sampleRate=float(sample_rate_hz))
+    algo = load_essentia()("DynamicComplexity", frameSize=DYNAMIC_FRAME_S, sampleRate=float(sample_rate_hz))
     return float(algo(signal)[0])
 
 

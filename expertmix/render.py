@@ -247,10 +247,25 @@ def _server(sr: int) -> Any:
     return server
 
 
+def _discard_to(scratch: Path) -> Path:
+    """Where the offline server may write its own output, which no render uses (every output
+    is a ``Record``): ``scratch`` made a link to the null device where there is one, so that
+    the server's file (tens of MB of zeros per render) costs no disk and no page cache; else a
+    plain scratch file."""
+    scratch.unlink(missing_ok=True)
+    if os.name == "posix" and os.path.exists(os.devnull):
+        try:
+            scratch.symlink_to(os.devnull)
+        except OSError:
+            pass
+    return scratch
+
+
 def _run(server: Any, frames: int, sr: int, scratch: Path, records: list[Any]) -> None:
     # pyo renders ceil(dur * sr / buffersize) buffers: aim inside the last buffer, or float
     # rounding (13 * 1024 / 44100 * 44100 / 1024 = 13.000000000000002) adds one more
-    server.recordOptions(dur=(frames - 0.5) / sr, filename=str(scratch), fileformat=0, sampletype=_FLOAT32)
+    server.recordOptions(dur=(frames - 0.5) / sr, filename=str(_discard_to(scratch)), fileformat=0,
+                         sampletype=_FLOAT32)
     try:
         server.start()  # offline: blocks until the whole duration is computed
     finally:

@@ -24,7 +24,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import Any, Callable, Iterator, Sequence
 
 #: Modules the fork server imports before forking workers (their heavy imports are shared).
-PRELOAD = ["expertmix.descriptors", "expertmix.render"]
+PRELOAD = ["expertmix._preload"]
 
 #: Worker processes for one session: the benchmark machines have 2 cores, and more workers
 #: than cores only add memory.

@@ -142,6 +142,40 @@ def test_only_descriptors_imports_essentia():
     assert importers == ["descriptors.py"]
 
 
+def test_essentia_algorithms_match_essentia_standard():
+    """The lean wrapper (no essentia.standard import) computes what essentia.standard does."""
+    import essentia.standard as es
+
+    rng = np.random.default_rng(3)
+    spectrum = np.abs(rng.standard_normal(1025)).astype(np.float32) + 1e-6
+    signal = (0.3 * rng.standard_normal(3 * SR)).astype(np.float32) * np.repeat([1.0, 0.1, 1.0], SR).astype(np.float32)
+    detections = np.abs(rng.standard_normal((2, 400))).astype(np.float32)
+    make = D.load_essentia()
+    cases = [("Flatness", {}, (spectrum,)),
+             ("RollOff", {"cutoff": 0.85, "sampleRate": float(SR)}, (spectrum,)),
+             ("BarkBands", {"numberBands": 27, "sampleRate": float(SR)}, (spectrum,)),
+             ("MFCC", {"inputSize": 1025, "sampleRate": float(SR)}, (spectrum,)),
+             ("Onsets", {"frameRate": SR / 512.0}, (detections, [1.0, 1.0])),
+             ("DynamicComplexity", {"frameSize": 0.2, "sampleRate": float(SR)}, (signal,))]
+    for name, params, inputs in cases:
+        mine, ref = make(name, **params)(*inputs), getattr(es, name)(**params)(*inputs)
+        mine, ref = (mine, ref) if isinstance(ref, tuple) else ((mine,), (ref,))
+        assert len(mine) == len(ref), name
+        for a, b in zip(mine, ref):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+
+
+def test_the_main_process_does_not_import_essentia():
+    """Importing the descriptors (as the main process of a mix does) leaves Essentia unloaded:
+    only the workers, which describe stems, pay for it."""
+    import subprocess
+    import sys
+
+    code = "import sys, expertmix.pipeline, expertmix.descriptors; print('essentia' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 # --- spectrum -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sr", [22050, 44100, 48000])
