@@ -18,7 +18,7 @@ from .errors import InputError, RenderError
 import numpy as np
 
 from .io import copy_wav
-from .loudness import LoudnessStats, meter_file
+from .loudness import LoudnessMeter, LoudnessStats, meter_file
 from .plan import MasterPlan
 from .render import MasterSettings, render_master, render_master_pre
 from .workers import WorkerPool
@@ -160,14 +160,17 @@ def _limiter_pass(pre_path: Path, plan: MasterPlan, settings: MasterSettings, sa
 
 
 def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_hz: int, frames: int,
-               work_dir: Path, pool: WorkerPool | None = None) -> MasterResult:
+               work_dir: Path, pool: WorkerPool | None = None, mix_meter: LoudnessMeter | None = None) -> MasterResult:
     """Master ``mix_path`` into ``out_path`` (24-bit WAV, same length as the mix).
 
     The loudness loop renders :data:`CANDIDATES` limiter drives per round and keeps the best
     one within tolerance; ``pool`` (a :class:`expertmix.workers.WorkerPool`) renders them at
-    once. The candidates do not depend on ``pool``, so neither does the master.
+    once. The candidates do not depend on ``pool``, so neither does the master. ``mix_meter``:
+    a :class:`~expertmix.loudness.LoudnessMeter` that has measured the whole of ``mix_path``
+    already (the renderer's), else the mix is measured here.
     """
-    mix_meter = meter_file(str(mix_path))
+    if mix_meter is None:
+        mix_meter = meter_file(str(mix_path))
     mix_stats = mix_meter.stats()
     target, ceiling = plan.target_lufs, plan.limiter.ceiling_dbtp
     notes: list[str] = []

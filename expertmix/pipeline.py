@@ -181,7 +181,7 @@ def _render_into(stage: Path, plan: MixPlan, stemset: StemSet, work: Path, progr
     progress("mastering", 1, 2)
     t0 = time.perf_counter()
     master = master_mix(rendered.mix_path, stage / "master.wav", plan.master, sample_rate_hz=plan.sample_rate_hz,
-                        frames=rendered.frames, work_dir=work, pool=pool)
+                        frames=rendered.frames, work_dir=work, pool=pool, mix_meter=rendered.mix_meter)
     timings["master_s"] = time.perf_counter() - t0
     progress("writing report", 2, 2)
     dump_plan(plan, stage / "plan.yaml")

@@ -16,9 +16,11 @@ Design (see ``shared/ENGINE-NOTES.md`` for the pitfalls this avoids):
 * The mix renders on several cores in two phases (:func:`render_mix`): the tracks are split
   into two groups by estimated cost, ducking pairs kept together; worker processes (one server
   each, started by forkserver or spawn, never plain fork) render each group's stems, bus sums
-  and effect returns; then this process renders the bus chains and the mix bus from those
-  files. A float32 WAV holds pyo's float32 samples exactly and every sum keeps its order, so the
-  files are bit-identical to a one-process render (which renders the same groups in turn).
+  and effect returns; then the mix section runs in two parts (the group buses shared out, each
+  bus chain seeing its whole bus), also in the workers, and this process sums the parts into
+  ``mix.wav``, metering its loudness on the way. A float32 WAV holds pyo's float32 samples
+  exactly and every sum keeps its order, so the files are bit-identical to a one-process render
+  (which renders the same groups and parts in turn).
 """
 from __future__ import annotations
 
@@ -29,11 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 os.environ.setdefault("PYO_GUI_WX", "0")
 import pyo  # noqa: E402  (the environment variable must be set first)
 
 from .errors import RenderError  # noqa: E402
 from .io import _zero_peak_timestamp  # noqa: E402
+from .loudness import LoudnessMeter  # noqa: E402
 from .plan import Compressor, EQBand, MasterPlan, MixPlan, TrackPlan, pan_matrix  # noqa: E402
 from .units import db_to_gain  # noqa: E402
 
@@ -117,14 +122,15 @@ def _eq(g: _Graph, chans: list[Any], bands: Sequence[EQBand], sr: int) -> list[A
     return chans
 
 
-def _detector(g: _Graph, chans: list[Any]) -> Any:
-    """Stereo-linked level detector: max(|L|, |R|) (|x| for mono), scaled by ``_DETECTOR_SCALE``.
+def _detector(g: _Graph, chans: list[Any], scale: float = _DETECTOR_SCALE) -> Any:
+    """Stereo-linked level detector: max(|L|, |R|) (|x| for mono), times ``scale``.
 
-    Thresholds passed to pyo must be lowered by ``_DETECTOR_HEADROOM_DB`` (see ``_thresh``).
+    With the default scale (for pyo's ``Gate`` and ``Compress``), thresholds passed to pyo must
+    be lowered by ``_DETECTOR_HEADROOM_DB`` (see ``_thresh``).
     """
     if len(chans) == 1:
-        return g.k(pyo.Abs(chans[0], mul=_DETECTOR_SCALE))
-    return g.k(pyo.Max(g.k(pyo.Abs(chans[0], mul=_DETECTOR_SCALE)), comp=g.k(pyo.Abs(chans[1], mul=_DETECTOR_SCALE))))
+        return g.k(pyo.Abs(chans[0], mul=scale))
+    return g.k(pyo.Max(g.k(pyo.Abs(chans[0], mul=scale)), comp=g.k(pyo.Abs(chans[1], mul=scale))))
 
 
 def _thresh(threshold_db: float) -> float:
@@ -132,29 +138,43 @@ def _thresh(threshold_db: float) -> float:
     return threshold_db - _DETECTOR_HEADROOM_DB
 
 
+#: pyo's ``Follower2`` takes its times as periods (coefficient ``exp(-2 pi / (sr t))``), its
+#: ``Compress`` as time constants (``exp(-1 / (sr t))``): times are multiplied by this.
+_FOLLOWER_PERIOD_PER_TIME_CONSTANT = 2.0 * math.pi
+
+
 def _compress_gain(g: _Graph, detector: Any, threshold_db: float, ratio: float, attack_ms: float,
                    release_ms: float, knee_db: float) -> Any:
-    """Gain signal (0..1) of a peak compressor fed by a scaled ``detector`` (zero latency).
+    """Gain signal (0..1) of a peak compressor fed by an unscaled ``detector`` (zero latency).
 
-    pyo's own ``knee`` does nothing below its threshold (its knee branch only computes gains
-    above 1, which it clips), so the soft knee is built here: the geometric mean of two hard-knee
-    gain computers at ``threshold_db -/+ knee_db/2``. The static curve is then exact outside the
-    knee and, inside it, reduces at half the ratio's slope (a piecewise-linear soft knee in dB).
+    One gain computer: a peak envelope (attack/release one-pole follower on |x|, as pyo's
+    ``Compress`` has: its output matches ``Compress(outputAmp=True)`` within 1e-4 dB for a hard
+    knee), its level in dB (``AToDB``, floor -120 dB), the static curve in dB and ``DBToA``.
+    The static curve has the quadratic soft knee of Giannoulis, Massberg and Reiss (2012): with
+    ``x`` the level over the threshold and ``K`` the knee width, the gain change is
+    ``(1/ratio - 1)`` times 0 for ``x <= -K/2``, ``(x + K/2)^2 / 2K`` inside the knee and ``x``
+    above it. pyo's own ``knee`` does nothing below its threshold, and building the knee from two
+    hard-knee ``Compress`` objects cost twice the CPU (each converts to and from dB per sample).
     """
-    def hard(thresh_db: float) -> Any:
-        return g.k(pyo.Compress(detector, thresh=_thresh(thresh_db), ratio=ratio, risetime=attack_ms / 1000.0,
-                                falltime=release_ms / 1000.0, lookahead=0.0, knee=0.0, outputAmp=True))
-
+    period = _FOLLOWER_PERIOD_PER_TIME_CONSTANT / 1000.0
+    env = g.k(pyo.Follower2(detector, risetime=max(attack_ms, 0.001) * period,
+                            falltime=max(release_ms, 0.001) * period))
+    over = g.k(pyo.AToDB(env) - threshold_db)  # level over the threshold, dB
+    slope = 1.0 / ratio - 1.0
     if knee_db < 0.5:
-        return hard(threshold_db)
-    lower, upper = hard(threshold_db - knee_db / 2.0), hard(threshold_db + knee_db / 2.0)
-    return g.k(pyo.Sqrt(lower * upper))
+        change_db = g.k(pyo.Max(over, comp=0.0) * slope)
+    else:
+        half = knee_db / 2.0
+        inside = g.k(pyo.Clip(over, min=-half, max=half, add=half))  # 0 .. K
+        above = g.k(pyo.Max(over - half, comp=0.0))
+        change_db = g.k((inside * inside * (1.0 / (2.0 * knee_db)) + above) * slope)
+    return g.k(pyo.DBToA(change_db))
 
 
 def _compressor(g: _Graph, chans: list[Any], comp: Compressor) -> list[Any]:
     if not comp.enabled:
         return chans
-    gain = _compress_gain(g, _detector(g, chans), comp.threshold_db, comp.ratio, comp.attack_ms,
+    gain = _compress_gain(g, _detector(g, chans, 1.0), comp.threshold_db, comp.ratio, comp.attack_ms,
                           comp.release_ms, comp.knee_db)
     makeup = db_to_gain(comp.makeup_db)
     if comp.mix < 1.0:  # parallel: dry*(1-mix) + compressed*mix
@@ -207,7 +227,7 @@ def _track_prefader(g: _Graph, t: TrackPlan, src: StemSource, sr: int) -> list[A
     if t.deesser.enabled:
         d = t.deesser
         high = _filters(g, chans, 1, d.freq_hz, (_BUTTER2_Q,))
-        gain = _compress_gain(g, _detector(g, high), d.threshold_db, d.ratio, 0.5, d.release_ms, 2.0)
+        gain = _compress_gain(g, _detector(g, high, 1.0), d.threshold_db, d.ratio, 0.5, d.release_ms, 2.0)
         reduction = g.k(gain - 1.0)
         chans = [g.k(ch + hi * reduction) for ch, hi in zip(chans, high)]
     return chans
@@ -236,6 +256,11 @@ class RenderedMix:
     #: per worker process (empty when rendered in-process): its tracks, wall and CPU seconds
     #: and peak RSS (MB), for benchmarks and reports
     workers: list[dict[str, Any]] = field(default_factory=list)
+    #: per part of the mix section (:func:`split_mix`): its buses, whether it has the direct
+    #: tracks and effect returns, wall and CPU seconds
+    mix_parts: list[dict[str, Any]] = field(default_factory=list)
+    #: the loudness meter that measured ``mix.wav`` as it was written
+    mix_meter: LoudnessMeter | None = None
 
 
 def _server(sr: int) -> Any:
@@ -321,11 +346,12 @@ def _render_graph(sr: int, frames: int, scratch: Path, build: Any) -> None:
 # per effect bus, the effect return of its tracks' sends (effects are linear, so each group runs
 # its own instance and the returns add up); the sum of its tracks routed straight to the mix.
 # The mix section then sums each bus's partials over the groups, runs the bus chains
-# (compressors are not linear: they see the whole bus) and adds everything into the mix bus.
-# With worker processes, each worker renders one group and writes its partials as float32 WAV
-# files, which hold pyo's float32 samples exactly; in one process the same partials feed the
-# mix section directly. Every sum is taken in the same order either way, so the files written
-# are bit-identical whatever the number of processes.
+# (compressors are not linear: they see the whole bus) and adds everything into the mix bus; it
+# runs in up to ``MIX_PARTS`` parts (:func:`split_mix`: the buses shared out), each reading the
+# partials it needs, and the parts are summed (and metered) in numpy. Partials and parts are
+# float32 WAV files, which hold pyo's float32 samples exactly, and every sum is taken in the same
+# order whether the groups and parts run in worker processes or one after the other here, so
+# the files written are bit-identical whatever the number of processes.
 
 #: Tracks are summed in this many groups (at most), so that two worker processes can share
 #: the work; fixed, so the samples never depend on the number of processes.
@@ -344,7 +370,7 @@ def _track_chains(g: _Graph, plan: MixPlan, names: set[str], sources: dict[str, 
     for d in plan.ducking:
         if d.target not in prefader:
             continue
-        det = _detector(g, prefader[d.trigger])
+        det = _detector(g, prefader[d.trigger], 1.0)
         gain = _compress_gain(g, det, d.threshold_db, d.ratio, d.attack_ms, d.release_ms, 0.0)
         gain = g.k(pyo.Max(gain, comp=db_to_gain(-d.depth_db)))
         prefader[d.target] = [g.k(ch * gain) for ch in prefader[d.target]]
@@ -405,25 +431,122 @@ def _group(g: _Graph, plan: MixPlan, names: Sequence[str], sources: dict[str, St
     return outs, partials
 
 
-def _mix_section(g: _Graph, plan: MixPlan, sr: int, groups: list[dict[str, Any]]) -> Any:
-    """The mix bus (a 2-stream object) from the groups' partials (see :func:`_group`): direct
-    tracks, then each group bus (its partials summed, then its chain), then effect returns."""
-    mix_parts = [p["mix"] for p in groups if "mix" in p]
+def _mix_part(g: _Graph, plan: MixPlan, sr: int, groups: list[dict[str, Any]], buses: Sequence[str],
+              direct: bool) -> Any:
+    """One part of the mix bus (a 2-stream object, before the mix trim) from the groups'
+    partials (see :func:`_group`): with ``direct``, the tracks routed straight to the mix; then
+    each group bus of ``buses`` (its partials summed, then its chain); then, with ``direct``, the
+    effect returns. The parts of :func:`split_mix` add up to the mix bus."""
+    parts = [p["mix"] for p in groups if "mix" in p] if direct else []
     for b in plan.buses:
         inputs = [p[f"bus:{b.name}"] for p in groups if f"bus:{b.name}" in p]
-        if not inputs:
+        if b.name not in buses or not inputs:
             continue
         summed = g.k(pyo.Mix(inputs, voices=2))
         chans = _split(g, summed, 2)
         chans = _eq(g, chans, b.eq, sr)
         chans = _compressor(g, chans, b.compressor)
         gain = db_to_gain(b.gain_db)
-        mix_parts.append(_stereo(g, g.k(chans[0] * gain), g.k(chans[1] * gain)))
-    for f in plan.fx:
-        mix_parts += [p[f"fx:{f.name}"] for p in groups if f"fx:{f.name}" in p]
-    if mix_parts:
-        return g.k(pyo.Mix(mix_parts, voices=2, mul=db_to_gain(plan.mix_gain_db)))
-    return g.k(pyo.Sig([0.0, 0.0]))  # every track muted: a silent mix of the right length
+        parts.append(_stereo(g, g.k(chans[0] * gain), g.k(chans[1] * gain)))
+    if direct:
+        for f in plan.fx:
+            parts += [p[f"fx:{f.name}"] for p in groups if f"fx:{f.name}" in p]
+    if parts:
+        return g.k(pyo.Mix(parts, voices=2))
+    return g.k(pyo.Sig([0.0, 0.0]))  # nothing routed here (every track muted): silence
+
+
+#: The mix bus is rendered in at most this many parts (:func:`split_mix`), summed afterwards.
+MIX_PARTS = 2
+
+
+def split_mix(plan: MixPlan, keys: Sequence[Sequence[str]]) -> list[tuple[list[str], bool]]:
+    """Share the mix section between ``MIX_PARTS`` parts: ``(bus names, direct)`` per part.
+
+    Part 0 takes the direct tracks and the effect returns; the group buses (each needs its whole
+    sum: its compressor is not linear) go, costliest first, to the less loaded part. The cost is
+    the number of partial files a part reads, plus one for a bus chain. Deterministic; parts
+    left empty are dropped.
+    """
+    present = {k for group in keys for k in group}
+    reads = {k: sum(1 for group in keys if k in group) for k in present}
+    loads = [float(reads.get("mix", 0) + sum(reads.get(f"fx:{f.name}", 0) for f in plan.fx))]
+    loads += [0.0] * (MIX_PARTS - 1)
+    buses: list[list[str]] = [[] for _ in range(MIX_PARTS)]
+    cost = {b.name: reads.get(f"bus:{b.name}", 0) + 1.0 for b in plan.buses if reads.get(f"bus:{b.name}")}
+    for name in sorted(cost, key=lambda n: -cost[n]):  # stable: plan order among equals
+        i = min(range(MIX_PARTS), key=lambda j: (loads[j], j))
+        buses[i].append(name)
+        loads[i] += cost[name]
+    return [(buses[0], True)] + [(b, False) for b in buses[1:] if b]
+
+
+@dataclass
+class _MixJob:
+    """One part of the mix section: read the groups' partials, write the part's sum."""
+
+    plan: MixPlan
+    buses: list[str]
+    direct: bool
+    partials: list[tuple[Path, list[str]]]  # per group: its folder and its partials' keys
+    out_path: Path
+    frames: int
+    scratch: Path
+
+
+def _render_mix_part(job: _MixJob) -> dict[str, Any]:
+    """Render one part of the mix section (:func:`_mix_part`) to ``job.out_path``."""
+    import time
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    plan, sr = job.plan, job.plan.sample_rate_hz
+
+    wanted = {f"bus:{b}" for b in job.buses}
+    if job.direct:
+        wanted |= {"mix"} | {f"fx:{f.name}" for f in plan.fx}
+
+    def build(g: _Graph, records: list[Any]) -> None:  # players only for the partials this part reads
+        groups = [{key: g.k(pyo.SfPlayer(str(_partial_path(folder, key)), speed=1, loop=False, interp=1))
+                   for key in keys if key in wanted} for folder, keys in job.partials]
+        records.append(_record(g, _mix_part(g, plan, sr, groups, job.buses, job.direct), job.out_path))
+
+    try:
+        _render_graph(sr, job.frames, job.scratch, build)
+        _check_file(job.out_path, job.frames)
+    except RenderError:
+        raise
+    except Exception as exc:
+        raise RenderError(f"rendering the mix section failed: {type(exc).__name__}: {exc}") from None
+    return {"buses": list(job.buses), "direct": job.direct, "wall_s": time.perf_counter() - t0,
+            "cpu_s": time.process_time() - c0}
+
+
+def _sum_parts(parts: Sequence[Path], mix_path: Path, gain_db: float, frames: int, sr: int,
+               block_frames: int = 65536) -> LoudnessMeter:
+    """``mix_path`` = (sum of the ``parts`` files, in order) x the mix trim, as 32-bit float (the
+    same float32 arithmetic as pyo's ``Mix(mul=...)``), streamed in blocks; the returned
+    loudness meter has measured it on the way (so the master need not read it again)."""
+    import soundfile as sf
+
+    gain = np.float32(db_to_gain(gain_db))
+    meter = LoudnessMeter(sr, 2)
+    readers = [sf.SoundFile(str(p)) for p in parts]
+    try:
+        with sf.SoundFile(str(mix_path), "w", samplerate=sr, channels=2, subtype="FLOAT", format="WAV") as out:
+            for start in range(0, frames, block_frames):
+                n = min(block_frames, frames - start)
+                total = readers[0].read(n, dtype="float32", always_2d=True)
+                for r in readers[1:]:
+                    total += r.read(n, dtype="float32", always_2d=True)
+                if len(total) != n:
+                    raise RenderError(f"a part of the mix ended after {start + len(total)} of {frames} frames")
+                total *= gain
+                out.write(total)
+                meter.process(total)
+    finally:
+        for r in readers:
+            r.close()
+    return meter
 
 
 # -- splitting the tracks between worker processes ----------------------------------------
@@ -437,7 +560,7 @@ _COST_MS = {
     "biquad": 0.22,      # one filter (clean-up, notch, EQ band, de-esser split), per channel
     "detector": 0.05,    # |x| (and max over channels), per channel
     "gain": 0.03,        # applying a gain signal, per channel
-    "compress": 0.54,    # one pyo Compress gain computer (a soft knee takes two, plus a sqrt)
+    "compress": 0.33,    # one gain computer (envelope, to dB, static curve, from dB)
     "gate": 0.25,        # one pyo Gate
     "send": 0.60,        # a pre-fader send's panned copy and its file
 }
@@ -470,9 +593,9 @@ def track_cost(t: TrackPlan, channels: int, sr: int) -> float:
     if t.gate.enabled:
         ms += _dynamics_ms(channels, 0) + _COST_MS["gate"]
     if t.compressor.enabled:
-        ms += _dynamics_ms(channels, 2 if t.compressor.knee_db >= 0.5 else 1)
+        ms += _dynamics_ms(channels, 1)
     if t.deesser.enabled:
-        ms += channels * _COST_MS["biquad"] + _dynamics_ms(channels, 2)
+        ms += channels * _COST_MS["biquad"] + _dynamics_ms(channels, 1)
     if _has_prefader_send(t):
         ms += _COST_MS["send"]
     return ms / 1000.0
@@ -573,15 +696,16 @@ def _track_worker(job: _TrackJob) -> dict[str, Any]:
                           f"{type(exc).__name__}: {exc}") from None
 
 
-def _run_workers(jobs: list[_TrackJob], pool: Any = None) -> list[dict[str, Any]]:
-    """Run the track jobs in ``pool`` (a :class:`expertmix.workers.WorkerPool`) or a new pool."""
+def _run_workers(jobs: Sequence[Any], pool: Any = None, fn: Any = None) -> list[dict[str, Any]]:
+    """Run ``fn`` (default :func:`_track_worker`) on each job in ``pool`` (a
+    :class:`expertmix.workers.WorkerPool`) or a new pool."""
     from concurrent.futures.process import BrokenProcessPool
 
     from .workers import worker_pool
 
     with worker_pool(len(jobs), pool) as workers:
         try:
-            return workers.map_ordered(_track_worker, [(job,) for job in jobs])
+            return workers.map_ordered(fn or _track_worker, [(job,) for job in jobs])
         except RenderError:
             raise
         except BrokenProcessPool as exc:
@@ -599,8 +723,10 @@ def render_mix(plan: MixPlan, sources: dict[str, StemSource], out_dir: Path, *, 
     ``sources`` maps track name -> streamable stem. ``content_frames`` is the longest stem.
 
     The tracks are split into ``SUM_GROUPS`` groups (:func:`split_tracks`); each group renders
-    its stems and partials (bus sums, effect returns), then this process renders the bus chains
-    and the mix bus from the partials. ``processes > 1`` renders the groups at once in worker
+    its stems and partials (bus sums, effect returns), then the mix section renders in parts
+    (:func:`split_mix`) from the partials, and this process sums the parts into ``mix.wav``
+    (``RenderedMix.mix_meter`` has measured it). ``processes > 1`` renders the groups (and then
+    the parts) at once in worker
     processes (in ``pool``, a running :class:`expertmix.workers.WorkerPool`, if given), unless
     the render is estimated under ``MIN_PARALLEL_CPU_S`` of CPU: then, as with ``processes=1``,
     one after the other in this process. The samples written do not depend on ``processes``.
@@ -619,6 +745,7 @@ def render_mix(plan: MixPlan, sources: dict[str, StemSource], out_dir: Path, *, 
 
     groups = split_tracks(plan, sources, SUM_GROUPS)
     stats: list[dict[str, Any]] = []
+    part_stats: list[dict[str, Any]] = []
     parallel = processes > 1 and len(groups) > 1
     if parallel:
         cpu_s = frames / sr * sum(track_cost(t, sources[t.name].channels, sr) for t in plan.tracks)
@@ -639,18 +766,24 @@ def render_mix(plan: MixPlan, sources: dict[str, StemSource], out_dir: Path, *, 
             # restarts with each server, so a group's reverb is the same here as in a worker
             keys = [_render_tracks(job) for job in jobs]
 
-        def build_mix(g: _Graph, records: list[Any]) -> None:
-            partials = [{key: g.k(pyo.SfPlayer(str(_partial_path(folder, key)), speed=1, loop=False, interp=1))
-                         for key in group_keys} for folder, group_keys in zip(folders, keys)]
-            records.append(_record(g, _mix_section(g, plan, sr, partials), mix_path))
-
-        _render_graph(sr, frames, work_dir / "server-scratch.wav", build_mix)
+        # the mix section in parts (group buses shared out; each in its own server), summed here
+        part_paths = [work_dir / f"mix-part-{i}.wav" for i in range(MIX_PARTS)]
+        mix_jobs = [_MixJob(plan=plan, buses=buses, direct=direct, partials=list(zip(folders, keys)),
+                            out_path=part_paths[i], frames=frames, scratch=work_dir / f"server-scratch-mix-{i}.wav")
+                    for i, (buses, direct) in enumerate(split_mix(plan, keys))]
+        if parallel and len(mix_jobs) > 1:
+            part_stats = _run_workers(mix_jobs, pool, _render_mix_part)
+        else:
+            part_stats = [_render_mix_part(job) for job in mix_jobs]
+        meter = _sum_parts([job.out_path for job in mix_jobs], mix_path, plan.mix_gain_db, frames, sr)
     finally:
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)
+        for path in [work_dir / f"mix-part-{i}.wav" for i in range(MIX_PARTS)]:
+            path.unlink(missing_ok=True)
     _check_file(mix_path, frames)
     return RenderedMix(mix_path=mix_path, stem_paths=stem_paths, frames=frames, sample_rate_hz=sr,
-                       workers=stats)
+                       workers=stats, mix_parts=part_stats, mix_meter=meter)
 
 
 # -- mastering ----------------------------------------------------------------------------
