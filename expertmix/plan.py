@@ -69,7 +69,7 @@ class Cleanup(_Model):
 
     dc_remove: bool = Field(True, description="remove DC offset (5 Hz high-pass; the clean-up high-pass does it when set)")
     highpass_hz: float | None = Field(None, ge=10.0, le=1000.0, description="rumble high-pass corner; null = off")
-    highpass_slope_db_per_oct: Literal[12, 24] = Field(24, description="high-pass steepness")
+    highpass_slope_db_per_oct: Literal[12, 24] = Field(24, description="high-pass steepness: 12 (Butterworth) or 24 (Linkwitz-Riley), both -3 dB at highpass_hz")
     hum_notch_hz: Literal[50, 60] | None = Field(None, description="mains frequency to notch; null = off")
     hum_harmonics: int = Field(4, ge=1, le=12, description="number of notched partials (f, 2f, ...)")
     hum_notch_q: float = Field(30.0, ge=5.0, le=100.0, description="notch sharpness")

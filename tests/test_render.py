@@ -330,6 +330,18 @@ def test_highpass_passes_the_midrange(tmp_path):
     assert response_db(tmp_path, 1000.0, **HIGHPASS) == pytest.approx(0.0, abs=0.2)
 
 
+@pytest.mark.parametrize("freq_hz, expected_db", [(100.0, -3.01), (50.0, -17.65), (25.0, -40.6)])
+def test_24_db_highpass_is_a_linkwitz_riley_3_db_down_at_its_cutoff(tmp_path, freq_hz, expected_db):
+    """(w^4 / (1 + w^4))^2 with w = f / (0.8023 * 100 Hz): -3 dB at the cutoff, then 24 dB/oct."""
+    assert response_db(tmp_path, freq_hz, **HIGHPASS) == pytest.approx(expected_db, abs=0.1)
+
+
+def test_12_db_highpass_is_a_butterworth(tmp_path):
+    gentle = dict(cleanup=Cleanup(dc_remove=False, highpass_hz=100.0, highpass_slope_db_per_oct=12))
+    assert response_db(tmp_path, 100.0, **gentle) == pytest.approx(-3.01, abs=0.1)
+    assert response_db(tmp_path, 50.0, **gentle) == pytest.approx(-12.3, abs=0.1)  # 10 log10(1/17)
+
+
 @pytest.mark.parametrize("freq_hz", [50.0, 100.0, 150.0])
 def test_hum_notch_removes_mains_harmonics(tmp_path, freq_hz):
     assert response_db(tmp_path, freq_hz, **HUM50) < -20.0
