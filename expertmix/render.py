@@ -16,8 +16,8 @@ Design (see ``shared/ENGINE-NOTES.md`` for the pitfalls this avoids):
 * The mix renders on several cores in two phases (:func:`render_mix`): the tracks are split
   into two groups by estimated cost, ducking pairs kept together; worker processes (one server
   each, started by forkserver or spawn, never plain fork) render each group's stems, bus sums
-  and effect returns; then the mix section runs in two parts (the group buses shared out, each
-  bus chain seeing its whole bus), also in the workers, and this process sums the parts into
+  and effect sends; then the mix section runs in two parts (the group and effect buses shared
+  out, each seeing its whole bus), also in the workers, and this process sums the parts into
   ``mix.wav``, metering its loudness on the way. A float32 WAV holds pyo's float32 samples
   exactly and every sum keeps its order, so the files are bit-identical to a one-process render
   (which renders the same groups and parts in turn).
@@ -264,8 +264,8 @@ class RenderedMix:
     #: per worker process (empty when rendered in-process): its tracks, wall and CPU seconds
     #: and peak RSS (MB), for benchmarks and reports
     workers: list[dict[str, Any]] = field(default_factory=list)
-    #: per part of the mix section (:func:`split_mix`): its buses, whether it has the direct
-    #: tracks and effect returns, wall and CPU seconds
+    #: per part of the mix section (:func:`split_mix`): its group and effect buses, whether it
+    #: has the direct tracks, wall and CPU seconds
     mix_parts: list[dict[str, Any]] = field(default_factory=list)
     #: the loudness meter that measured ``mix.wav`` as it was written
     mix_meter: LoudnessMeter | None = None
@@ -351,11 +351,11 @@ def _render_graph(sr: int, frames: int, scratch: Path, build: Any) -> None:
 # The tracks are split into at most ``SUM_GROUPS`` groups (:func:`split_tracks`), whatever the
 # number of processes. Each group renders its tracks (player -> ... -> de-esser, ducking,
 # fader/pan -> stem file) and its *partials*: per group bus, the sum of its tracks on that bus;
-# per effect bus, the effect return of its tracks' sends (effects are linear, so each group runs
-# its own instance and the returns add up); the sum of its tracks routed straight to the mix.
+# per effect bus, the sum of its tracks' sends; the sum of its tracks routed straight to the mix.
 # The mix section then sums each bus's partials over the groups, runs the bus chains
-# (compressors are not linear: they see the whole bus) and adds everything into the mix bus; it
-# runs in up to ``MIX_PARTS`` parts (:func:`split_mix`: the buses shared out), each reading the
+# (compressors are not linear: they see the whole bus) and the effects (one instance each, fed
+# by all the sends) and adds everything into the mix bus; it runs in up to ``MIX_PARTS`` parts
+# (:func:`split_mix`: the group and effect buses shared out), each reading the
 # partials it needs, and the parts are summed (and metered) in numpy. Partials and parts are
 # float32 WAV files, which hold pyo's float32 samples exactly, and every sum is taken in the same
 # order whether the groups and parts run in worker processes or one after the other here, so
@@ -411,9 +411,9 @@ def _group(g: _Graph, plan: MixPlan, names: Sequence[str], sources: dict[str, St
            sr: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """One group's tracks: (post-fader output per track, partial per key).
 
-    Partial keys: ``bus:<name>`` (sum of the group's tracks on that group bus), ``fx:<name>``
-    (return of that effect bus for the group's sends) and ``mix`` (tracks routed to the mix
-    bus); keys without a contributing track are left out. Muted tracks contribute nothing.
+    Partial keys: ``bus:<name>`` (sum of the group's tracks on that group bus), ``send:<name>``
+    (sum of the group's sends to that effect bus) and ``mix`` (tracks routed to the mix bus);
+    keys without a contributing track are left out. Muted tracks contribute nothing.
     """
     chains = _track_chains(g, plan, set(names), sources, sr)
     outs: dict[str, Any] = {}
@@ -435,16 +435,17 @@ def _group(g: _Graph, plan: MixPlan, names: Sequence[str], sources: dict[str, St
             partials[key] = g.k(pyo.Mix(bus_inputs[key], voices=2))
     for f in plan.fx:
         if f.name in fx_inputs:
-            partials[f"fx:{f.name}"] = _fx_return(g, plan, f, g.k(pyo.Mix(fx_inputs[f.name], voices=2)), sr)
+            partials[f"send:{f.name}"] = g.k(pyo.Mix(fx_inputs[f.name], voices=2))
     return outs, partials
 
 
 def _mix_part(g: _Graph, plan: MixPlan, sr: int, groups: list[dict[str, Any]], buses: Sequence[str],
-              direct: bool) -> Any:
+              fxs: Sequence[str], direct: bool) -> Any:
     """One part of the mix bus (a 2-stream object, before the mix trim) from the groups'
     partials (see :func:`_group`): with ``direct``, the tracks routed straight to the mix; then
-    each group bus of ``buses`` (its partials summed, then its chain); then, with ``direct``, the
-    effect returns. The parts of :func:`split_mix` add up to the mix bus."""
+    each group bus of ``buses`` (its partials summed, then its chain); then each effect of
+    ``fxs`` (its sends summed over the groups, then the effect: one instance per effect bus). The
+    parts of :func:`split_mix` add up to the mix bus."""
     parts = [p["mix"] for p in groups if "mix" in p] if direct else []
     for b in plan.buses:
         inputs = [p[f"bus:{b.name}"] for p in groups if f"bus:{b.name}" in p]
@@ -456,9 +457,10 @@ def _mix_part(g: _Graph, plan: MixPlan, sr: int, groups: list[dict[str, Any]], b
         chans = _compressor(g, chans, b.compressor)
         gain = db_to_gain(b.gain_db)
         parts.append(_stereo(g, g.k(chans[0] * gain), g.k(chans[1] * gain)))
-    if direct:
-        for f in plan.fx:
-            parts += [p[f"fx:{f.name}"] for p in groups if f"fx:{f.name}" in p]
+    for f in plan.fx:
+        inputs = [p[f"send:{f.name}"] for p in groups if f"send:{f.name}" in p]
+        if f.name in fxs and inputs:
+            parts.append(_fx_return(g, plan, f, g.k(pyo.Mix(inputs, voices=2)), sr))
     if parts:
         return g.k(pyo.Mix(parts, voices=2))
     return g.k(pyo.Sig([0.0, 0.0]))  # nothing routed here (every track muted): silence
@@ -466,27 +468,35 @@ def _mix_part(g: _Graph, plan: MixPlan, sr: int, groups: list[dict[str, Any]], b
 
 #: The mix bus is rendered in at most this many parts (:func:`split_mix`), summed afterwards.
 MIX_PARTS = 2
+#: Relative CPU cost of the mix section's pieces, in reads of one partial file (pyo 1.1.0,
+#: measured on the benchmark session: a read is about 58 ms per 180 s of float32 stereo): a bus
+#: chain (EQ, compressor, gain), a reverb (high-pass, pre-delay, STRev), a delay (filters, Delay).
+_MIX_COST = {"bus": 3.0, "reverb": 10.0, "delay": 3.0}
 
 
-def split_mix(plan: MixPlan, keys: Sequence[Sequence[str]]) -> list[tuple[list[str], bool]]:
-    """Share the mix section between ``MIX_PARTS`` parts: ``(bus names, direct)`` per part.
+def split_mix(plan: MixPlan, keys: Sequence[Sequence[str]]) -> list[tuple[list[str], list[str], bool]]:
+    """Share the mix section between ``MIX_PARTS`` parts: ``(bus names, effect names, direct)``.
 
-    Part 0 takes the direct tracks and the effect returns; the group buses (each needs its whole
-    sum: its compressor is not linear) go, costliest first, to the less loaded part. The cost is
-    the number of partial files a part reads, plus one for a bus chain. Deterministic; parts
-    left empty are dropped.
+    Part 0 takes the tracks routed straight to the mix; each group bus and each effect bus
+    (they need their whole sum: compressors are not linear, and one reverb instance serves all
+    the sends) goes, costliest first, to the less loaded part. The cost is the partial files a
+    piece reads plus its processing (:data:`_MIX_COST`). Deterministic; empty parts are dropped.
     """
-    present = {k for group in keys for k in group}
-    reads = {k: sum(1 for group in keys if k in group) for k in present}
-    loads = [float(reads.get("mix", 0) + sum(reads.get(f"fx:{f.name}", 0) for f in plan.fx))]
-    loads += [0.0] * (MIX_PARTS - 1)
-    buses: list[list[str]] = [[] for _ in range(MIX_PARTS)]
-    cost = {b.name: reads.get(f"bus:{b.name}", 0) + 1.0 for b in plan.buses if reads.get(f"bus:{b.name}")}
-    for name in sorted(cost, key=lambda n: -cost[n]):  # stable: plan order among equals
+    reads: dict[str, int] = {}
+    for group in keys:
+        for k in group:
+            reads[k] = reads.get(k, 0) + 1
+    loads = [float(reads.get("mix", 0))] + [0.0] * (MIX_PARTS - 1)
+    pieces = [("bus", b.name, reads[f"bus:{b.name}"] + _MIX_COST["bus"])
+              for b in plan.buses if f"bus:{b.name}" in reads]
+    pieces += [("fx", f.name, reads[f"send:{f.name}"] + _MIX_COST[f.kind])
+               for f in plan.fx if f"send:{f.name}" in reads]
+    parts: list[tuple[list[str], list[str]]] = [([], []) for _ in range(MIX_PARTS)]
+    for kind, name, cost in sorted(pieces, key=lambda piece: -piece[2]):  # stable among equals
         i = min(range(MIX_PARTS), key=lambda j: (loads[j], j))
-        buses[i].append(name)
-        loads[i] += cost[name]
-    return [(buses[0], True)] + [(b, False) for b in buses[1:] if b]
+        parts[i][0 if kind == "bus" else 1].append(name)
+        loads[i] += cost
+    return [(parts[0][0], parts[0][1], True)] + [(b, f, False) for b, f in parts[1:] if b or f]
 
 
 @dataclass
@@ -495,6 +505,7 @@ class _MixJob:
 
     plan: MixPlan
     buses: list[str]
+    fxs: list[str]
     direct: bool
     partials: list[tuple[Path, list[str]]]  # per group: its folder and its partials' keys
     out_path: Path
@@ -509,14 +520,12 @@ def _render_mix_part(job: _MixJob) -> dict[str, Any]:
     t0, c0 = time.perf_counter(), time.process_time()
     plan, sr = job.plan, job.plan.sample_rate_hz
 
-    wanted = {f"bus:{b}" for b in job.buses}
-    if job.direct:
-        wanted |= {"mix"} | {f"fx:{f.name}" for f in plan.fx}
+    wanted = {f"bus:{b}" for b in job.buses} | {f"send:{f}" for f in job.fxs} | ({"mix"} if job.direct else set())
 
     def build(g: _Graph, records: list[Any]) -> None:  # players only for the partials this part reads
         groups = [{key: g.k(pyo.SfPlayer(str(_partial_path(folder, key)), speed=1, loop=False, interp=1))
                    for key in keys if key in wanted} for folder, keys in job.partials]
-        records.append(_record(g, _mix_part(g, plan, sr, groups, job.buses, job.direct), job.out_path))
+        records.append(_record(g, _mix_part(g, plan, sr, groups, job.buses, job.fxs, job.direct), job.out_path))
 
     try:
         _render_graph(sr, job.frames, job.scratch, build)
@@ -525,7 +534,7 @@ def _render_mix_part(job: _MixJob) -> dict[str, Any]:
         raise
     except Exception as exc:
         raise RenderError(f"rendering the mix section failed: {type(exc).__name__}: {exc}") from None
-    return {"buses": list(job.buses), "direct": job.direct, "wall_s": time.perf_counter() - t0,
+    return {"buses": list(job.buses), "fx": list(job.fxs), "direct": job.direct, "wall_s": time.perf_counter() - t0,
             "cpu_s": time.process_time() - c0}
 
 
@@ -731,7 +740,7 @@ def render_mix(plan: MixPlan, sources: dict[str, StemSource], out_dir: Path, *, 
     ``sources`` maps track name -> streamable stem. ``content_frames`` is the longest stem.
 
     The tracks are split into ``SUM_GROUPS`` groups (:func:`split_tracks`); each group renders
-    its stems and partials (bus sums, effect returns), then the mix section renders in parts
+    its stems and partials (bus and send sums), then the mix section renders in parts
     (:func:`split_mix`) from the partials, and this process sums the parts into ``mix.wav``
     (``RenderedMix.mix_meter`` has measured it). ``processes > 1`` renders the groups (and then
     the parts) at once in worker
@@ -770,15 +779,15 @@ def render_mix(plan: MixPlan, sources: dict[str, StemSource], out_dir: Path, *, 
             stats = _run_workers(jobs, pool)
             keys = [st["partials"] for st in stats]
         else:
-            # one server per group, as in the workers: pyo's random generator (used by STRev)
-            # restarts with each server, so a group's reverb is the same here as in a worker
+            # one server per group (and per part below), as in the workers: pyo's random
+            # generator (used by STRev) restarts with each server, so the reverb is the same here
             keys = [_render_tracks(job) for job in jobs]
 
         # the mix section in parts (group buses shared out; each in its own server), summed here
         part_paths = [work_dir / f"mix-part-{i}.wav" for i in range(MIX_PARTS)]
-        mix_jobs = [_MixJob(plan=plan, buses=buses, direct=direct, partials=list(zip(folders, keys)),
+        mix_jobs = [_MixJob(plan=plan, buses=buses, fxs=fxs, direct=direct, partials=list(zip(folders, keys)),
                             out_path=part_paths[i], frames=frames, scratch=work_dir / f"server-scratch-mix-{i}.wav")
-                    for i, (buses, direct) in enumerate(split_mix(plan, keys))]
+                    for i, (buses, fxs, direct) in enumerate(split_mix(plan, keys))]
         if parallel and len(mix_jobs) > 1:
             part_stats = _run_workers(mix_jobs, pool, _render_mix_part)
         else:
