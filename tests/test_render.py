@@ -608,6 +608,25 @@ def test_split_is_deterministic_balanced_and_keeps_ducking_pairs_together():
     assert len(split_tracks(plan, sources, 20)) == 7                   # 9 tracks, one group of 3
 
 
+def test_mix_section_split_shares_whole_buses_and_keeps_direct_tracks_in_part_0():
+    from expertmix.plan import GroupBus
+    from expertmix.render import split_mix
+
+    plan = MixPlan(stems_dir="/nowhere", sample_rate_hz=SR, tracks=[track("a")],
+                   buses=[GroupBus(name=n) for n in ("drums", "vocals", "music")],
+                   fx=[FxBus(name="verb", kind="reverb"), FxBus(name="echo", kind="delay", time_ms=250.0)])
+    keys = [["mix", "bus:drums", "bus:music", "send:verb", "send:echo"], ["bus:drums", "bus:vocals", "send:verb"]]
+    parts = split_mix(plan, keys)
+    assert parts == split_mix(plan, keys)
+    assert len(parts) == 2 and parts[0][2] and not parts[1][2]
+    assert sorted(b for p in parts for b in p[0]) == ["drums", "music", "vocals"]   # each bus once, whole
+    assert sorted(f for p in parts for f in p[1]) == ["echo", "verb"]
+    assert "verb" in parts[1][1]             # the costliest piece first, to the part not reading "mix"
+    # nothing but direct tracks: one part; nothing at all: still one (silent) part
+    assert split_mix(plan, [["mix"], []]) == [([], [], True)]
+    assert split_mix(plan, [[], []]) == [([], [], True)]
+
+
 @pytest.mark.parametrize("processes", [1, 2])
 def test_a_stem_pyo_cannot_read_is_a_render_error(tmp_path, always_parallel, processes):
     from expertmix.errors import RenderError
