@@ -17,7 +17,7 @@ from pathlib import Path
 from .errors import InputError, RenderError
 import numpy as np
 
-from .io import copy_wav
+from .io import BLOCK_FRAMES, copy_wav
 from .loudness import LoudnessMeter, LoudnessStats, meter_file
 from .plan import MasterPlan
 from .render import MasterSettings, render_master, render_master_pre
@@ -145,18 +145,34 @@ class _Pass:
     latency: int
     stats: LoudnessStats
     momentary_lufs: np.ndarray
+    delivered_path: Path
 
 
 def _limiter_pass(pre_path: Path, plan: MasterPlan, settings: MasterSettings, sample_rate_hz: int,
-                  frames: int, work_dir: Path) -> _Pass:
-    """Render drive + limiter into ``work_dir/master-raw.wav`` and meter the delivered part (the
-    latency trimmed, the mix's length). Runs in a worker process or in this one."""
+                  frames: int, work_dir: Path, delivered_path: Path) -> _Pass:
+    """Render drive + limiter into ``work_dir/master-raw.wav``, then write the delivered part
+    (the latency trimmed, the mix's length) as 24-bit ``delivered_path`` and meter it on the way
+    (the float samples, before the 24-bit rounding). Runs in a worker process or in this one."""
+    import soundfile as sf
+
     work_dir.mkdir(parents=True, exist_ok=True)
     raw_path = work_dir / "master-raw.wav"
     latency = render_master(pre_path, raw_path, plan, settings, sample_rate_hz=sample_rate_hz,
                             content_frames=frames, work_dir=work_dir)
-    meter = meter_file(str(raw_path), start_frame=latency, frames=frames)
-    return _Pass(settings, raw_path, latency, meter.stats(), meter.momentary_lufs())
+    with sf.SoundFile(str(raw_path)) as fin, \
+            sf.SoundFile(str(delivered_path), "w", samplerate=fin.samplerate, channels=fin.channels,
+                         subtype="PCM_24", format="WAV") as fout:
+        meter = LoudnessMeter(fin.samplerate, fin.channels)
+        fin.seek(min(latency, fin.frames))
+        left = frames
+        while left > 0:
+            block = fin.read(min(BLOCK_FRAMES, left), dtype="float32", always_2d=True)
+            if len(block) == 0:  # (the render is never shorter; pad as copy_wav would)
+                block = np.zeros((min(BLOCK_FRAMES, left), fin.channels), dtype=np.float32)
+            meter.process(block)
+            fout.write(block)
+            left -= len(block)
+    return _Pass(settings, raw_path, latency, meter.stats(), meter.momentary_lufs(), delivered_path)
 
 
 def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_hz: int, frames: int,
@@ -196,9 +212,15 @@ def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_
 
     for rnd in range(1, _MAX_ROUNDS + 1):
         jobs = [(pre_path, plan, MasterSettings(pre_gain_db=pre, drive_db=drive, limit_db=limit, release_ms=release),
-                 sample_rate_hz, frames, work_dir / f"pass-{rnd}-{i}") for i, (drive, limit) in enumerate(candidates)]
-        results = (pool.map_ordered(_limiter_pass, jobs) if pool is not None
-                   else [_limiter_pass(*job) for job in jobs])
+                 sample_rate_hz, frames, work_dir / f"pass-{rnd}-{i}",
+                 out_path.with_name(f".{out_path.stem}-pass-{rnd}-{i}.wav")) for i, (drive, limit) in enumerate(candidates)]
+        try:
+            results = (pool.map_ordered(_limiter_pass, jobs) if pool is not None
+                       else [_limiter_pass(*job) for job in jobs])
+        except BaseException:  # leave no candidate beside the output
+            for path in [job[-1] for job in jobs] + [r.delivered_path for r in history]:
+                path.unlink(missing_ok=True)
+            raise
         history += results
         for r in results:
             if os.environ.get("EXPERTMIX_DEBUG_MASTER"):
@@ -234,12 +256,14 @@ def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_
         candidates = [(centre + d, limit) for d in _NEXT_DRIVES_DB]
     if chosen is None:  # no round hit the aim: the closest that respects the ceiling, if any
         chosen = min(history, key=lambda r: (r.stats.true_peak_dbtp > ceiling, *closeness(r)))
-    settings, latency, passes = chosen.settings, chosen.latency, len(history)
-    copy_wav(chosen.raw_path, out_path, start_frame=latency, frames=frames, subtype="PCM_24")
+    settings, passes = chosen.settings, len(history)
+    os.replace(chosen.delivered_path, out_path)
     # what was measured is what is delivered, but for the 24-bit rounding (< 1e-6 dB)
     final = chosen.stats
     for r in history:
         shutil.rmtree(r.raw_path.parent, ignore_errors=True)
+        if r is not chosen:
+            r.delivered_path.unlink(missing_ok=True)
     pre_path.unlink(missing_ok=True)
     ok = abs(final.integrated_lufs - target) <= plan.tolerance_lu and final.true_peak_dbtp <= ceiling + 0.05
     if not ok:
