@@ -9,6 +9,7 @@ import contextlib
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -174,23 +175,33 @@ def _render_into(stage: Path, plan: MixPlan, stemset: StemSet, work: Path, progr
                             field=f"tracks[{t.name}].file", hint="fix the file name in the plan or pass --stems DIR")
         sources[t.name] = StemSource(path=stem.render_path, channels=stem.channels)
     progress("rendering mix", 0, 2)
-    t0 = time.perf_counter()
-    rendered = render_mix(plan, sources, stage, content_frames=stemset.frames, work_dir=work,
-                          processes=DEFAULT_PROCESSES, pool=pool)
-    timings["render_s"] = time.perf_counter() - t0
-    progress("mastering", 1, 2)
-    t0 = time.perf_counter()
-    master = master_mix(rendered.mix_path, stage / "master.wav", plan.master, sample_rate_hz=plan.sample_rate_hz,
-                        frames=rendered.frames, work_dir=work, pool=pool, mix_meter=rendered.mix_meter)
-    timings["master_s"] = time.perf_counter() - t0
+    # the plan and the analysis do not depend on the render: written meanwhile, while this
+    # process mostly waits for the workers
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        written = writer.submit(_write_plan_files, stage, plan, analysis, trace)
+        t0 = time.perf_counter()
+        rendered = render_mix(plan, sources, stage, content_frames=stemset.frames, work_dir=work,
+                              processes=DEFAULT_PROCESSES, pool=pool)
+        timings["render_s"] = time.perf_counter() - t0
+        progress("mastering", 1, 2)
+        t0 = time.perf_counter()
+        master = master_mix(rendered.mix_path, stage / "master.wav", plan.master, sample_rate_hz=plan.sample_rate_hz,
+                            frames=rendered.frames, work_dir=work, pool=pool, mix_meter=rendered.mix_meter)
+        timings["master_s"] = time.perf_counter() - t0
+        written.result()
     progress("writing report", 2, 2)
+    write_report(stage / "report.md", plan, stemset, master, analysis, timings)
+    return master
+
+
+def _write_plan_files(stage: Path, plan: MixPlan, analysis: SessionAnalysis | None,
+                      trace: list[dict[str, Any]] | None) -> None:
+    """plan.yaml, and analysis.yaml and rules-trace.yaml when there is one."""
     dump_plan(plan, stage / "plan.yaml")
     if analysis is not None:
         atomic_write_text(stage / "analysis.yaml", yaml_dump(analysis.to_dict(), sort_keys=False))
     if trace:
         atomic_write_text(stage / "rules-trace.yaml", yaml_dump(trace, sort_keys=False, allow_unicode=True, width=110))
-    write_report(stage / "report.md", plan, stemset, master, analysis, timings)
-    return master
 
 
 def _session_pool(pool: WorkerPool | None, processes: int) -> Any:
