@@ -530,6 +530,10 @@ def _render_mix_part(job: _MixJob) -> dict[str, Any]:
     try:
         _render_graph(sr, job.frames, job.scratch, build)
         _check_file(job.out_path, job.frames)
+        for folder, keys in job.partials:  # each partial is read by one part only: done with it
+            for key in keys:
+                if key in wanted:
+                    _partial_path(folder, key).unlink(missing_ok=True)
     except RenderError:
         raise
     except Exception as exc:
