@@ -8,10 +8,11 @@ Design (see ``shared/ENGINE-NOTES.md`` for the pitfalls this avoids):
   in over the first 5 ms and applies a master amplitude. Records are stopped before shutdown.
 * Every object of the graph is kept referenced in :class:`_Graph` until the render has finished
   (pyo renders silence for garbage-collected chains).
-* All dynamics are *gain computers*: ``Compress(detector, outputAmp=True)`` yields a gain aligned
-  with its input, applied to the undelayed signal. Track, bus and mix processing therefore have
-  zero latency, so stems, buses and the mix stay sample-aligned with the raw stems. Only the
-  master limiter looks ahead; :func:`render_master` reports that latency for the caller to trim.
+* All dynamics are *gain computers*: a gain signal computed from a level detector (the
+  compressors' own envelope and static curve, ``Gate``/``Compress`` with ``outputAmp=True`` for
+  the gate and the limiter), aligned with its input and applied to the undelayed signal. Track,
+  bus and mix processing therefore have zero latency, so stems, buses and the mix stay
+  sample-aligned with the raw stems. Only the master limiter looks ahead; :func:`render_master` reports that latency for the caller to trim.
 * Render lengths are whole numbers of server buffers, so recorded files need no trimming.
 * The mix renders on several cores in two phases (:func:`render_mix`): the tracks are split
   into two groups by estimated cost, ducking pairs kept together; worker processes (one server
@@ -51,8 +52,10 @@ _RECORD_BUFFERING = 1
 #: The limiter's running maximum is built from runs of this many one-sample delays.
 _HOLD_RUN = 16
 #: pyo's Compress and Gate clip their envelope at 1.0 (0 dBFS) before converting to dB, so a
-#: detector above full scale (hot trims, sums, limiter drive) would be under-compressed. Every
-#: detector is therefore fed 48 dB down and every threshold lowered by the same amount.
+#: detector above full scale (hot trims, sums, limiter drive) would be under-compressed. Their
+#: detectors (the gate's, the limiter's) are therefore fed 48 dB down and their thresholds
+#: lowered by the same amount. The compressors' own gain computers (``_compress_gain``) do not
+#: clip and take the detector unscaled.
 _DETECTOR_HEADROOM_DB = 48.0
 _DETECTOR_SCALE = 10.0 ** (-_DETECTOR_HEADROOM_DB / 20.0)
 _BUTTER2_Q = 0.7071
