@@ -12,7 +12,8 @@ Design (see ``shared/ENGINE-NOTES.md`` for the pitfalls this avoids):
   compressors' own envelope and static curve, ``Gate``/``Compress`` with ``outputAmp=True`` for
   the gate and the limiter), aligned with its input and applied to the undelayed signal. Track,
   bus and mix processing therefore have zero latency, so stems, buses and the mix stay
-  sample-aligned with the raw stems. Only the master limiter looks ahead; :func:`render_master` reports that latency for the caller to trim.
+  sample-aligned with the raw stems. Only the master limiter looks ahead;
+  :func:`render_master` reports that latency for the caller to trim.
 * Render lengths are whole numbers of server buffers, so recorded files need no trimming.
 * The mix renders on several cores in two phases (:func:`render_mix`): the tracks are split
   into two groups by estimated cost, ducking pairs kept together; worker processes (one server
