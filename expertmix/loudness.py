@@ -504,15 +504,22 @@ class LoudnessMeter:
         """Sample peak, dBFS; -200.0 for silence."""
         return self._need_peaks().sample_peak_dbfs()
 
-    def stats(self) -> "LoudnessStats":
-        """All readings at once (needs ``track_peaks=True``)."""
+    @property
+    def tracks_peaks(self) -> bool:
+        """Whether this meter also measures the true and sample peaks."""
+        return self._peaks is not None
+
+    def stats(self, peaks: tuple[float, float] | None = None) -> "LoudnessStats":
+        """All readings at once. The peaks come from this meter (``track_peaks=True``) or, for a
+        meter without, from ``peaks`` = (true peak dBTP, sample peak dBFS) measured elsewhere."""
         short_term = self.short_term_lufs()
         momentary = self.momentary_lufs()
+        true_peak, sample_peak = peaks if peaks is not None else (self.true_peak_dbtp(), self.sample_peak_dbfs())
         return LoudnessStats(
             integrated_lufs=gated_integrated_lufs(self.momentary_power()),
             loudness_range_lu=loudness_range_from_short_term(short_term),
-            true_peak_dbtp=self.true_peak_dbtp(),
-            sample_peak_dbfs=self.sample_peak_dbfs(),
+            true_peak_dbtp=float(true_peak),
+            sample_peak_dbfs=float(sample_peak),
             short_term_max_lufs=float(short_term.max()) if short_term.size else SILENCE_DB,
             momentary_max_lufs=float(momentary.max()) if momentary.size else SILENCE_DB,
         )
@@ -606,6 +613,24 @@ def meter_file(path: str, *, start_frame: int = 0, frames: int | None = None, tr
     except InputError as exc:
         raise InputError(exc.message, path=str(path), hint=exc.hint) from exc
     return meter
+
+
+def file_peaks(path: str, block_frames: int = 65536) -> tuple[float, float]:
+    """(true peak dBTP, sample peak dBFS) of an audio file, streamed in ``block_frames`` blocks."""
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(str(path)) as f:
+            meter = TruePeakMeter(f.channels)
+            while True:
+                block = f.read(block_frames, dtype="float32", always_2d=True)
+                if len(block) == 0:
+                    break
+                meter.process(block)
+    except (RuntimeError, OSError) as exc:
+        raise InputError(f"cannot read audio: {exc}", path=str(path),
+                         hint="check the file is a readable WAV/FLAC/AIFF") from exc
+    return meter.true_peak_dbtp(), meter.sample_peak_dbfs()
 
 
 def measure_loudness_file(path: str, block_frames: int = 65536) -> LoudnessStats:

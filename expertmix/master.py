@@ -18,7 +18,7 @@ from .errors import InputError, RenderError
 import numpy as np
 
 from .io import BLOCK_FRAMES, copy_wav
-from .loudness import LoudnessMeter, LoudnessStats, meter_file
+from .loudness import LoudnessMeter, LoudnessStats, file_peaks, meter_file
 from .plan import MasterPlan
 from .render import MasterSettings, render_master, render_master_pre
 from .workers import WorkerPool
@@ -187,16 +187,26 @@ def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_
     """
     if mix_meter is None:
         mix_meter = meter_file(str(mix_path))
-    mix_stats = mix_meter.stats()
+    # the mix's peaks are only reported: a meter without them gets them from a worker, meanwhile
+    peaks_job = (pool.submit(file_peaks, str(mix_path)) if pool is not None and not mix_meter.tracks_peaks
+                 else None)
+
+    def mix_stats_now() -> LoudnessStats:
+        if mix_meter.tracks_peaks:
+            return mix_meter.stats()
+        return mix_meter.stats(peaks_job.result() if peaks_job is not None else file_peaks(str(mix_path)))
+
+    mix_lufs = mix_meter.integrated_lufs()
     target, ceiling = plan.target_lufs, plan.limiter.ceiling_dbtp
     notes: list[str] = []
-    if mix_stats.integrated_lufs < SILENT_MIX_LUFS:
+    if mix_lufs < SILENT_MIX_LUFS:
+        mix_stats = mix_stats_now()
         copy_wav(mix_path, out_path, start_frame=0, frames=frames, subtype="PCM_24")
         notes.append("the mix is silent: the master is a copy of it, not normalised")
         return MasterResult(out_path, target, ceiling, mix_stats.to_dict(), mix_stats.to_dict(), 0.0, 0.0, 0.0,
                             plan.limiter.release_ms, 0, False, notes, 0.0)
 
-    pre = CHAIN_REFERENCE_LUFS - mix_stats.integrated_lufs
+    pre = CHAIN_REFERENCE_LUFS - mix_lufs
     pre_path = work_dir / "master-pre.wav"
     render_master_pre(mix_path, pre_path, plan, pre, sample_rate_hz=sample_rate_hz, content_frames=frames,
                       work_dir=work_dir)
@@ -269,6 +279,7 @@ def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_
     if not ok:
         notes.append(f"master missed its target: {final.integrated_lufs:.2f} LUFS / {final.true_peak_dbtp:.2f} dBTP "
                      f"for {target:.1f} LUFS / {ceiling:.1f} dBTP after {passes} passes")
+    mix_stats = mix_stats_now()
     gr = settings.drive_db + pre + mix_stats.integrated_lufs - final.integrated_lufs
     modulation = modulation_lu(mix_meter.momentary_lufs(), chosen.momentary_lufs)
     if modulation > PUMPING_LU:

@@ -271,7 +271,7 @@ class RenderedMix:
     #: per part of the mix section (:func:`split_mix`): its group and effect buses, whether it
     #: has the direct tracks, wall and CPU seconds
     mix_parts: list[dict[str, Any]] = field(default_factory=list)
-    #: the loudness meter that measured ``mix.wav`` as it was written
+    #: the loudness meter that measured ``mix.wav`` as it was written (loudness only, no peaks)
     mix_meter: LoudnessMeter | None = None
 
 
@@ -550,11 +550,12 @@ def _sum_parts(parts: Sequence[Path], mix_path: Path, gain_db: float, frames: in
                block_frames: int = 65536) -> LoudnessMeter:
     """``mix_path`` = (sum of the ``parts`` files, in order) x the mix trim, as 32-bit float (the
     same float32 arithmetic as pyo's ``Mix(mul=...)``), streamed in blocks; the returned
-    loudness meter has measured it on the way (so the master need not read it again)."""
+    loudness meter has measured its loudness on the way (so the master need not read it again;
+    its peaks, which the master's loudness loop does not need, are left to a worker)."""
     import soundfile as sf
 
     gain = np.float32(db_to_gain(gain_db))
-    meter = LoudnessMeter(sr, 2)
+    meter = LoudnessMeter(sr, 2, track_peaks=False)
     readers = [sf.SoundFile(str(p)) for p in parts]
     try:
         with sf.SoundFile(str(mix_path), "w", samplerate=sr, channels=2, subtype="FLOAT", format="WAV") as out:

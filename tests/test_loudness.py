@@ -296,6 +296,25 @@ def test_measure_loudness_and_file_agree(tmp_path):
             >= in_memory.integrated_lufs)
 
 
+def test_a_loudness_only_meter_takes_its_peaks_from_elsewhere(tmp_path):
+    """The renderer meters the mix without peaks; file_peaks measures them (in a worker) and
+    stats(peaks=...) gives the same readings as a meter that tracked them itself."""
+    sf = pytest.importorskip("soundfile")
+    sr = 48000
+    x = music_like(6, sr).astype(np.float32)
+    path = tmp_path / "music.wav"
+    sf.write(path, x, sr, subtype="FLOAT")
+    full = L.meter_file(str(path))
+    lean = L.meter_file(str(path), track_peaks=False)
+    assert full.tracks_peaks and not lean.tracks_peaks
+    with pytest.raises(RuntimeError):
+        lean.stats()
+    peaks = L.file_peaks(str(path), block_frames=7000)
+    assert peaks == pytest.approx((full.true_peak_dbtp(), full.sample_peak_dbfs()), abs=1e-9)
+    assert lean.stats(peaks) == full.stats()
+    assert peaks[1] == pytest.approx(20 * np.log10(np.abs(x).max()), abs=1e-6)
+
+
 def test_unreadable_file_is_an_input_error(tmp_path):
     bad = tmp_path / "not_audio.wav"
     bad.write_text("hello")
