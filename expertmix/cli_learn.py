@@ -150,6 +150,8 @@ def train_cmd(store: Optional[Path] = STORE,
             continue
         rows = ", ".join(f"{k} {v}" for k, v in sorted(s.rows.items()))
         line = f"{s.slot:<24} {s.model}: {rows}"
+        if s.config:
+            line += f"; model {s.config}" + (" (chosen by the CV)" if s.cv else "")
         if s.cv:
             line += (f"; CV by song ({s.cv['n_songs']} songs): error {s.cv['mae']:.2f} vs rules alone "
                      f"{s.cv['baseline_mae']:.2f} ({100 * s.cv['improvement']:+.0f} %)")
@@ -193,6 +195,11 @@ def inspect_cmd(models_dir: Optional[Path] = typer.Argument(None, help="a models
         tr = card.get("training", {})
         o.print(f"  trees {m['num_trees']}; rows {tr.get('rows')}; songs {tr.get('songs')}; genres "
                 f"{', '.join(tr.get('genres', []))}", highlight=False)
+        if card.get("model_config"):
+            sel = (card.get("metrics") or {}).get("model_selection") or {}
+            alts = ", ".join(f"{n} {v['selection_error']:.3f}" for n, v in sel.items())
+            o.print(f"  model {escape(str(card['model_config']))}" + (f" (chosen by the CV: {alts})" if alts else ""),
+                    highlight=False)
         o.print(f"  prediction scale {card.get('prediction_scale', 1.0):g} (toward the rules); refines the roles "
                 f"{', '.join(sorted(card.get('roles') or {})) or 'all'}", highlight=False)
         lib = card.get("libraries", {})

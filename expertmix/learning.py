@@ -92,6 +92,18 @@ card as ``prediction_scale``; a model trained on a single song cannot be calibra
 apply. A track whose role has no training row from a real song (card ``roles``: reference rows and
 feedback, edited or accepted; augmented copies do not count) is left to the rules: the
 model has no evidence about it (a note says so).
+
+Model selection
+---------------
+Per slot, :func:`train` cross-validates (by song) each configuration of :data:`MODEL_CANDIDATES`
+- depth-3 trees on the squared error (the default), depth-2 trees on the absolute error, stumps
+on the Huber or the absolute error - and keeps the one with the smallest error: the balance error
+for gain balances of reference songs, else the MAE (ties: the earlier candidate). With a handful
+of songs whose targets are estimates, one song's outlier (a bass 4 dB hotter than the rules in
+one reference mix) can dominate a squared-error fit and move every other song's bass; robust,
+shallow models resist that. The choice and every candidate's error go on the card
+(``model_config``, ``metrics.model_selection``). The selection uses only the training songs, so an
+outer evaluation that holds a song out (``benchmarks/learning_eval.py``) stays honest.
 """
 from __future__ import annotations
 
@@ -149,6 +161,16 @@ MIN_ROWS = 4
 NUM_BOOST_ROUND = 150
 MODEL_PARAMS: dict[str, Any] = {"learning_rate": 0.05, "num_leaves": 7, "max_depth": 3, "min_data_in_leaf": 3,
                                 "lambda_l2": 1.0}
+#: The model configurations :func:`train` chooses from, per slot, by the cross-validation by song
+#: (see "Model selection" in the module documentation); the first is used when there is no
+#: cross-validation (a single song). Shallow trees and robust losses (L1, Huber) for a handful of
+#: songs whose targets carry estimation noise and the odd outlier.
+MODEL_CANDIDATES: dict[str, dict[str, Any]] = {
+    "depth3-l2": dict(MODEL_PARAMS),
+    "depth2-l1": {**MODEL_PARAMS, "num_leaves": 3, "max_depth": 2, "objective": "regression_l1"},
+    "stumps-huber": {**MODEL_PARAMS, "num_leaves": 2, "max_depth": 1, "objective": "huber", "alpha": 1.0},
+    "stumps-l1": {**MODEL_PARAMS, "num_leaves": 2, "max_depth": 1, "objective": "regression_l1"},
+}
 #: Prediction scale of a model trained on a single song (no cross-validation to calibrate it): the
 #: rules' proposal counts as much as that one song (see "Shrinkage" in the module documentation).
 SINGLE_SONG_SCALE = 0.5
@@ -641,11 +663,12 @@ def _xyw(rows: Sequence[Row]) -> tuple[list[dict[str, Any]], np.ndarray, np.ndar
             np.array([r.weight for r in rows], dtype=np.float64))
 
 
-def _fit(rows: Sequence[Row], cats: Mapping[str, list[str]], seed: int):
+def _fit(rows: Sequence[Row], cats: Mapping[str, list[str]], seed: int, params: Mapping[str, Any] | None = None):
     from . import gbm
 
     x, y, w = _xyw(rows)
-    return gbm.train_regressor(x, y, feature_names(), categories=cats, weight=w, params=MODEL_PARAMS,
+    return gbm.train_regressor(x, y, feature_names(), categories=cats, weight=w,
+                               params=MODEL_PARAMS if params is None else params,
                                num_boost_round=NUM_BOOST_ROUND, seed=seed)
 
 
@@ -658,8 +681,11 @@ def _balance_rms(res: np.ndarray) -> float:
 
 
 def cross_validate(rows: Sequence[Row], cats: Mapping[str, list[str]], *, n_folds: int | None = None,
-                   seed: int = 0, exclude_sources: Iterable[str] = ()) -> dict[str, Any] | None:
+                   seed: int = 0, exclude_sources: Iterable[str] = (),
+                   params: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     """Cross-validation by song (groups); None with fewer than 2 songs that have test rows.
+
+    ``params``: the LightGBM parameters to fit with (default :data:`MODEL_PARAMS`).
 
     Training rows of other songs (minus ``exclude_sources``); test rows: the held-out songs' real
     rows; as at inference, a test row whose role has no real training row is predicted 0 (rules
@@ -686,7 +712,7 @@ def cross_validate(rows: Sequence[Row], cats: Mapping[str, list[str]], *, n_fold
         if len(train) < 2:
             preds = np.zeros(len(test_rows))
         else:
-            model = _fit(train, cats, seed)
+            model = _fit(train, cats, seed, params)
             preds = model.predict([r.features for _, r in test_rows])
             # as at inference: a role without training examples is left to the rules
             preds = np.where([r.features["role"] in seen for _, r in test_rows], preds, 0.0)
@@ -724,6 +750,11 @@ def cross_validate(rows: Sequence[Row], cats: Mapping[str, list[str]], *, n_fold
     return out
 
 
+def _selection_error(cv: Mapping[str, Any]) -> float:
+    """What model selection minimises: the balance error (LU) for balances, else the MAE."""
+    return float(cv.get("balance_error_model_lu", cv["mae"]))
+
+
 @dataclass
 class SlotReport:
     """Training of one slot: data, cross-validation, contributions, the saved model's name."""
@@ -737,6 +768,8 @@ class SlotReport:
     contributions: dict[str, Any]
     top_features: list[tuple[str, float]] = field(default_factory=list)
     skipped: str | None = None
+    #: the model configuration chosen by the cross-validation (a :data:`MODEL_CANDIDATES` key)
+    config: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -828,12 +861,23 @@ def train(store: TrainingStore | str | os.PathLike | None, out_dir: str | os.Pat
             reports.append(SlotReport(slot, None, n_src, w_src, len(groups), None, {},
                                       skipped=f"{len(real)} real target(s), at least {MIN_ROWS} needed"))
             continue
-        cvr = cross_validate(rows, cats, n_folds=n_folds, seed=seed) if cv else None
+        config = next(iter(MODEL_CANDIDATES))
+        candidates: dict[str, Any] = {}
+        cvr = None
+        if cv:  # model selection: every candidate cross-validated by song, the best one kept
+            for name, params in MODEL_CANDIDATES.items():
+                result = cross_validate(rows, cats, n_folds=n_folds, seed=seed, params=params)
+                if result is not None:
+                    candidates[name] = result
+            if candidates:
+                config = min(candidates, key=lambda n: (_selection_error(candidates[n]), list(MODEL_CANDIDATES).index(n)))
+                cvr = candidates[config]
+        params = MODEL_CANDIDATES[config]
         contrib: dict[str, Any] = {}
         if cvr is not None:
             for src in sorted(n_src):
                 if src == "augmented" or any(r.source != src for r in real):
-                    abl = cross_validate(rows, cats, n_folds=n_folds, seed=seed, exclude_sources=[src])
+                    abl = cross_validate(rows, cats, n_folds=n_folds, seed=seed, exclude_sources=[src], params=params)
                     if abl is not None:
                         contrib[f"without_{src}"] = {"mae": abl["mae"], "baseline_mae": abl["baseline_mae"],
                                                      **({"balance_error_model_lu": abl["balance_error_model_lu"]}
@@ -841,9 +885,10 @@ def train(store: TrainingStore | str | os.PathLike | None, out_dir: str | os.Pat
         if cvr is not None and require_improvement and cvr["mae"] >= cvr["baseline_mae"]:
             reports.append(SlotReport(slot, None, n_src, w_src, len(groups), cvr, contrib,
                                       skipped=f"cross-validated error {cvr['mae']:.3f} is not below the rules "
-                                              f"alone ({cvr['baseline_mae']:.3f}): no model, the rules decide"))
+                                              f"alone ({cvr['baseline_mae']:.3f}): no model, the rules decide",
+                                      config=config))
             continue
-        model = _fit(rows, cats, seed)
+        model = _fit(rows, cats, seed, params)
         top = gbm.feature_importance(model, top=10)
         scale = float(cvr["scale"]) if cvr is not None else SINGLE_SONG_SCALE
         roles_seen: dict[str, int] = {}
@@ -862,15 +907,20 @@ def train(store: TrainingStore | str | os.PathLike | None, out_dir: str | os.Pat
                          "note": data_note or "", "num_boost_round": NUM_BOOST_ROUND,
                          "augmented_weight": AUGMENTED_WEIGHT, "feedback_accept_weight": FEEDBACK_ACCEPT_WEIGHT},
             "prediction_scale": round(scale, 4),
+            "model_config": config,
+            "model_params": {k: v for k, v in params.items()},
             "roles": dict(sorted(roles_seen.items())),
             "licence": lic,
-            "metrics": {"cv_by_song": cvr, "contributions": contrib} if cvr is not None else
+            "metrics": {"cv_by_song": cvr, "contributions": contrib,
+                        "model_selection": {n: {"selection_error": round(_selection_error(c), 4), "mae": c["mae"],
+                                                "baseline_mae": c["baseline_mae"]} for n, c in candidates.items()}}
+                       if cvr is not None else
                        {"cv_by_song": None, "note": "fewer than 2 songs with real targets: no cross-validation"},
             "top_features": top,
         }
         name = model_name(slot)
         pending.append((name, model, card))
-        reports.append(SlotReport(slot, name, n_src, w_src, len(groups), cvr, contrib, top))
+        reports.append(SlotReport(slot, name, n_src, w_src, len(groups), cvr, contrib, top, config=config))
     if not pending:
         stale = stale_songs_message(data.summary)
         raise InputError("not enough training data for any slot: " + "; ".join(

@@ -252,6 +252,34 @@ def test_cross_validation_is_by_song_and_scored_on_real_rows(tmp_path):
     assert cv["balance_error_model_lu"] < cv["balance_error_rules_lu"]
 
 
+def test_training_chooses_its_model_by_cross_validation_and_says_so(lead_models):
+    models_dir, rep = lead_models
+    card = json.loads((models_dir / "refine.gain_db.card.json").read_text())
+    sel = card["metrics"]["model_selection"]
+    assert set(sel) == set(L.MODEL_CANDIDATES)
+    order = list(L.MODEL_CANDIDATES)
+    assert card["model_config"] == min(sel, key=lambda n: (sel[n]["selection_error"], order.index(n)))
+    assert card["model_params"] == L.MODEL_CANDIDATES[card["model_config"]]
+    assert next(s for s in rep.slots if s.slot == "gain_db").config == card["model_config"]
+
+
+def test_a_robust_candidate_resists_one_songs_outlier():
+    """Five songs agree that the bass sits 0.5 dB under the rules, one reference has it 4 dB
+    over: a squared-error fit drags the other songs' bass up; an absolute-error one does not."""
+    rows = []
+    for g in range(6):
+        ctx = make_ctx(g)
+        feats = L.session_features(ctx)
+        for t in ctx.tracks:
+            y = (4.0 if g == 0 else -0.5) if t.role == "bass" else (1.0 if t.role == "lead_vocal" else 0.0)
+            rows.append(L.Row("gain_db", g, g, "reference", f"s{g}", t.name, {**feats[t.name], "rule_value": 0.0},
+                              y, 0.0, -6.0, 6.0, 1.0))
+    assert any(r.features["role"] == "bass" for r in rows)
+    cats = L._categories()
+    errors = {n: L.cross_validate(rows, cats, params=p)["balance_error_model_lu"] for n, p in L.MODEL_CANDIDATES.items()}
+    assert min(errors["depth2-l1"], errors["stumps-l1"]) < errors["depth3-l2"], errors
+
+
 def test_inference_adds_well_under_a_second(lead_models):
     models_dir, _ = lead_models
     t0 = time.perf_counter()
