@@ -91,7 +91,10 @@ card as ``prediction_scale``; a model trained on a single song cannot be calibra
 :data:`SINGLE_SONG_SCALE`. At inference ``delta = prediction_scale * prediction``, then the bounds
 apply. A track whose role has no training row from a real song (card ``roles``: reference rows and
 feedback, edited or accepted; augmented copies do not count) is left to the rules: the
-model has no evidence about it (a note says so).
+model has no evidence about it (a note says so). Nor is a role whose real rows come from fewer
+than :data:`MIN_ROLE_SONGS` training songs (card ``role_songs``, ``min_role_songs``; a model
+trained on one song refines every role of it): what a model learned about a role from a single
+song was never tested on another, and the cross-validation applies the same rule.
 
 Model selection
 ---------------
@@ -157,6 +160,10 @@ AUG_TILT_CAP_DB = 9.0
 DEFAULT_AUGMENT = 8
 #: A slot gets a model only with at least this many rows of weight 1 (reference or edited feedback).
 MIN_ROWS = 4
+#: A model refines a role only if real rows of it come from at least this many training songs (or
+#: from every training song, when there are fewer): a role-specific correction learned from one
+#: song has never been tested on another by the cross-validation by song.
+MIN_ROLE_SONGS = 2
 #: Boosting rounds and parameter overrides of the refinement models (see expertmix.gbm for the rest).
 NUM_BOOST_ROUND = 150
 MODEL_PARAMS: dict[str, Any] = {"learning_rate": 0.05, "num_leaves": 7, "max_depth": 3, "min_data_in_leaf": 3,
@@ -322,18 +329,24 @@ class Refiner:
             return plan, [f"learning skipped: cannot compute its features ({exc}); the rules alone decide"]
         moved = 0
         unseen: set[str] = set()
+        few: set[str] = set()
         biggest: tuple[float, str] = (0.0, "")
         for slot, model in self.models.items():
             todo: list[tuple[TrackPlan, Decision, dict[str, Any]]] = []
             card = getattr(model, "card", {}) or {}
             scale = float(card.get("prediction_scale", 1.0))
             seen = card.get("roles")
+            role_songs = card.get("role_songs")  # (cards written before it: any seen role)
+            needed = int(card.get("min_role_songs", 1))
             for t in new.tracks:
                 d = t.why.get(slot)
                 if not _refinable(d) or t.name not in feats:
                     continue
                 if seen is not None and t.role not in seen:
                     unseen.add(t.role)
+                    continue
+                if role_songs is not None and role_songs.get(t.role, 0) < needed:
+                    few.add(t.role)
                     continue
                 todo.append((t, d, {**feats[t.name], "rule_value": float(d.rule_value)}))
             if not todo:
@@ -374,6 +387,10 @@ class Refiner:
         if unseen:
             notes.append(f"learning: no training examples of the role(s) {', '.join(sorted(unseen))}: "
                          "the rules alone decide their values")
+        few -= unseen
+        if few:
+            notes.append(f"learning: the role(s) {', '.join(sorted(few))} occur in fewer than {MIN_ROLE_SONGS} "
+                         "training songs: the rules alone decide their values")
         refined = MixPlan.model_validate(new.model_dump())
         big = f"; largest move {biggest[1]} {biggest[0]:+.2f}" if biggest[1] else ""
         notes.insert(0, f"learning: {moved} value(s) refined by {len(self.models)} model(s) from "
@@ -672,6 +689,17 @@ def _fit(rows: Sequence[Row], cats: Mapping[str, list[str]], seed: int, params: 
                                num_boost_round=NUM_BOOST_ROUND, seed=seed)
 
 
+def _role_songs(rows: Sequence[Row]) -> tuple[dict[str, int], int]:
+    """For real (non-augmented) rows: the number of distinct songs per role, and the number of
+    songs a role needs to be refined (:data:`MIN_ROLE_SONGS`, or all the songs when fewer)."""
+    songs: dict[str, set[int]] = {}
+    for r in rows:
+        if r.source != "augmented":
+            songs.setdefault(str(r.features["role"]), set()).add(r.group)
+    n_songs = len({g for gs in songs.values() for g in gs})
+    return {role: len(gs) for role, gs in sorted(songs.items())}, min(MIN_ROLE_SONGS, max(1, n_songs))
+
+
 def _is_test(r: Row) -> bool:
     return r.source != "augmented" and r.weight >= 1.0
 
@@ -708,14 +736,14 @@ def cross_validate(rows: Sequence[Row], cats: Mapping[str, list[str]], *, n_fold
         test_rows = [(i, r) for i, r in enumerate(rows) if r.group in tset and _is_test(r)]
         if not test_rows:
             continue
-        seen = {r.features["role"] for r in train if r.source != "augmented"}
+        role_songs, needed = _role_songs(train)
         if len(train) < 2:
             preds = np.zeros(len(test_rows))
         else:
             model = _fit(train, cats, seed, params)
             preds = model.predict([r.features for _, r in test_rows])
-            # as at inference: a role without training examples is left to the rules
-            preds = np.where([r.features["role"] in seen for _, r in test_rows], preds, 0.0)
+            # as at inference: a role without examples from enough training songs is left to the rules
+            preds = np.where([role_songs.get(r.features["role"], 0) >= needed for _, r in test_rows], preds, 0.0)
         for (i, r), p in zip(test_rows, preds):
             pred_all[i] = min(r.high - r.rule_value, max(r.low - r.rule_value, float(p)))
     idx = sorted(pred_all)
@@ -891,6 +919,7 @@ def train(store: TrainingStore | str | os.PathLike | None, out_dir: str | os.Pat
         model = _fit(rows, cats, seed, params)
         top = gbm.feature_importance(model, top=10)
         scale = float(cvr["scale"]) if cvr is not None else SINGLE_SONG_SCALE
+        role_songs, needed = _role_songs(rows)
         roles_seen: dict[str, int] = {}
         for r in rows:
             if r.source == "augmented":
@@ -910,6 +939,8 @@ def train(store: TrainingStore | str | os.PathLike | None, out_dir: str | os.Pat
             "model_config": config,
             "model_params": {k: v for k, v in params.items()},
             "roles": dict(sorted(roles_seen.items())),
+            "role_songs": role_songs,
+            "min_role_songs": needed,
             "licence": lic,
             "metrics": {"cv_by_song": cvr, "contributions": contrib,
                         "model_selection": {n: {"selection_error": round(_selection_error(c), 4), "mae": c["mae"],

@@ -186,6 +186,21 @@ def test_feedback_moves_the_next_suggestion_toward_the_engineers_taste(lead_mode
     assert plan.track(lead.name).why["gain_db"].model_delta is None  # the input plan is untouched
 
 
+def test_a_role_from_a_single_training_song_is_left_to_the_rules(lead_models):
+    """The four training songs have a kick in one song only (make_ctx's role rotation): the
+    model, trained on four songs, refines hats and bass (3 and 4 songs) but not the kick."""
+    models_dir, _ = lead_models
+    card = json.loads((models_dir / "refine.gain_db.card.json").read_text())
+    assert card["min_role_songs"] == L.MIN_ROLE_SONGS == 2
+    assert card["role_songs"]["kick"] == 1 and card["role_songs"]["hats"] == 3 and card["role_songs"]["bass"] == 4
+    ctx = make_ctx(40, n=6)  # lead vocal + kick, snare, hats, bass, guitar
+    assert {"kick", "hats", "bass"} <= {t.role for t in ctx.tracks}
+    refined, notes = L.load_refiner(models_dir).refine(rule_plan(ctx), ctx)
+    delta = {t.role: t.why["gain_db"].model_delta for t in refined.tracks}
+    assert delta["kick"] is None and delta["hats"] is not None and delta["bass"] is not None
+    assert any("kick" in n and "fewer than 2 training songs" in n for n in notes)
+
+
 def test_refined_values_never_leave_the_rule_bounds(tmp_path):
     """Edits far beyond every rule's bounds, in both directions: the refined values stay inside."""
     def extreme(sign):
