@@ -99,9 +99,11 @@ song was never tested on another, and the cross-validation applies the same rule
 Model selection
 ---------------
 Per slot, :func:`train` cross-validates (by song) each configuration of :data:`MODEL_CANDIDATES`
-- depth-3 trees on the squared error (the default), depth-2 trees on the absolute error, stumps
-on the Huber or the absolute error - and keeps the one with the smallest error: the balance error
-for gain balances of reference songs, else the MAE (ties: the earlier candidate). With a handful
+- stumps on the absolute or the Huber error, depth-2 trees on the absolute error, depth-3 trees on
+the squared error (the configuration used without cross-validation) - and keeps, by the
+one-standard-error rule, the simplest whose error (the balance error for gain balances of
+reference songs, else the MAE) is within one standard error over the songs of the best one's:
+with four or five songs the candidates' errors often differ by less than their noise. With a handful
 of songs whose targets are estimates, one song's outlier (a bass 4 dB hotter than the rules in
 one reference mix) can dominate a squared-error fit and move every other song's bass; robust,
 shallow models resist that. The choice and every candidate's error go on the card
@@ -169,15 +171,16 @@ NUM_BOOST_ROUND = 150
 MODEL_PARAMS: dict[str, Any] = {"learning_rate": 0.05, "num_leaves": 7, "max_depth": 3, "min_data_in_leaf": 3,
                                 "lambda_l2": 1.0}
 #: The model configurations :func:`train` chooses from, per slot, by the cross-validation by song
-#: (see "Model selection" in the module documentation); the first is used when there is no
-#: cross-validation (a single song). Shallow trees and robust losses (L1, Huber) for a handful of
-#: songs whose targets carry estimation noise and the odd outlier.
-MODEL_CANDIDATES: dict[str, dict[str, Any]] = {
-    "depth3-l2": dict(MODEL_PARAMS),
-    "depth2-l1": {**MODEL_PARAMS, "num_leaves": 3, "max_depth": 2, "objective": "regression_l1"},
-    "stumps-huber": {**MODEL_PARAMS, "num_leaves": 2, "max_depth": 1, "objective": "huber", "alpha": 1.0},
+#: (see "Model selection" in the module documentation), simplest first. Shallow trees and robust
+#: losses (L1, Huber) for a handful of songs whose targets carry estimation noise and outliers.
+MODEL_CANDIDATES: dict[str, dict[str, Any]] = {  # simplest first
     "stumps-l1": {**MODEL_PARAMS, "num_leaves": 2, "max_depth": 1, "objective": "regression_l1"},
+    "stumps-huber": {**MODEL_PARAMS, "num_leaves": 2, "max_depth": 1, "objective": "huber", "alpha": 1.0},
+    "depth2-l1": {**MODEL_PARAMS, "num_leaves": 3, "max_depth": 2, "objective": "regression_l1"},
+    "depth3-l2": dict(MODEL_PARAMS),
 }
+#: The configuration used without cross-validation (a single song).
+DEFAULT_MODEL_CONFIG = "depth3-l2"
 #: Prediction scale of a model trained on a single song (no cross-validation to calibrate it): the
 #: rules' proposal counts as much as that one song (see "Shrinkage" in the module documentation).
 SINGLE_SONG_SCALE = 0.5
@@ -783,6 +786,21 @@ def _selection_error(cv: Mapping[str, Any]) -> float:
     return float(cv.get("balance_error_model_lu", cv["mae"]))
 
 
+def _selection_se(cv: Mapping[str, Any]) -> float:
+    """Standard error of :func:`_selection_error` over the cross-validation's songs."""
+    key = "balance_error_model_lu" if "balance_error_model_lu" in cv else "mae"
+    per = [float(e[key]) for e in cv.get("per_song", []) if key in e]
+    return float(np.std(per, ddof=1) / math.sqrt(len(per))) if len(per) >= 2 else 0.0
+
+
+def _select(candidates: Mapping[str, Mapping[str, Any]]) -> str:
+    """The one-standard-error rule: the simplest candidate (:data:`MODEL_CANDIDATES` order)
+    whose cross-validated error is within one standard error of the best one's."""
+    best = min(candidates, key=lambda n: (_selection_error(candidates[n]), list(MODEL_CANDIDATES).index(n)))
+    limit = _selection_error(candidates[best]) + _selection_se(candidates[best])
+    return next(n for n in MODEL_CANDIDATES if n in candidates and _selection_error(candidates[n]) <= limit + 1e-12)
+
+
 @dataclass
 class SlotReport:
     """Training of one slot: data, cross-validation, contributions, the saved model's name."""
@@ -889,16 +907,16 @@ def train(store: TrainingStore | str | os.PathLike | None, out_dir: str | os.Pat
             reports.append(SlotReport(slot, None, n_src, w_src, len(groups), None, {},
                                       skipped=f"{len(real)} real target(s), at least {MIN_ROWS} needed"))
             continue
-        config = next(iter(MODEL_CANDIDATES))
+        config = DEFAULT_MODEL_CONFIG
         candidates: dict[str, Any] = {}
         cvr = None
-        if cv:  # model selection: every candidate cross-validated by song, the best one kept
+        if cv:  # model selection: every candidate cross-validated by song (see _select)
             for name, params in MODEL_CANDIDATES.items():
                 result = cross_validate(rows, cats, n_folds=n_folds, seed=seed, params=params)
                 if result is not None:
                     candidates[name] = result
             if candidates:
-                config = min(candidates, key=lambda n: (_selection_error(candidates[n]), list(MODEL_CANDIDATES).index(n)))
+                config = _select(candidates)
                 cvr = candidates[config]
         params = MODEL_CANDIDATES[config]
         contrib: dict[str, Any] = {}
@@ -943,7 +961,8 @@ def train(store: TrainingStore | str | os.PathLike | None, out_dir: str | os.Pat
             "min_role_songs": needed,
             "licence": lic,
             "metrics": {"cv_by_song": cvr, "contributions": contrib,
-                        "model_selection": {n: {"selection_error": round(_selection_error(c), 4), "mae": c["mae"],
+                        "model_selection": {n: {"selection_error": round(_selection_error(c), 4),
+                                                "standard_error": round(_selection_se(c), 4), "mae": c["mae"],
                                                 "baseline_mae": c["baseline_mae"]} for n, c in candidates.items()}}
                        if cvr is not None else
                        {"cv_by_song": None, "note": "fewer than 2 songs with real targets: no cross-validation"},

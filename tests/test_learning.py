@@ -273,9 +273,22 @@ def test_training_chooses_its_model_by_cross_validation_and_says_so(lead_models)
     sel = card["metrics"]["model_selection"]
     assert set(sel) == set(L.MODEL_CANDIDATES)
     order = list(L.MODEL_CANDIDATES)
-    assert card["model_config"] == min(sel, key=lambda n: (sel[n]["selection_error"], order.index(n)))
+    best = min(sel, key=lambda n: (sel[n]["selection_error"], order.index(n)))
+    limit = sel[best]["selection_error"] + sel[best]["standard_error"]
+    # the one-standard-error rule: the simplest candidate within one standard error of the best
+    assert card["model_config"] == next(n for n in order if sel[n]["selection_error"] <= limit + 1e-3)
     assert card["model_params"] == L.MODEL_CANDIDATES[card["model_config"]]
     assert next(s for s in rep.slots if s.slot == "gain_db").config == card["model_config"]
+
+
+def test_model_selection_takes_the_simplest_candidate_within_one_standard_error():
+    def cv(*per_song):
+        return {"mae": 0.0, "balance_error_model_lu": float(np.mean(per_song)),
+                "per_song": [{"balance_error_model_lu": v} for v in per_song]}
+    close = {"stumps-l1": cv(1.0, 1.2), "depth3-l2": cv(0.9, 1.1)}         # 1.1 vs 1.0 +- 0.1
+    assert L._select(close) == "stumps-l1"
+    clear = {"stumps-l1": cv(1.0, 1.2), "depth3-l2": cv(0.50, 0.54)}       # 1.1 vs 0.52 +- 0.02
+    assert L._select(clear) == "depth3-l2"
 
 
 def test_a_robust_candidate_resists_one_songs_outlier():
