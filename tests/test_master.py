@@ -110,6 +110,7 @@ def test_master_meets_each_preset(tmp_path, mix_9s, preset_name):
     assert result.master["integrated_lufs"] == pytest.approx(stats.integrated_lufs, abs=0.01)
     assert result.target_lufs == p.target_lufs and result.ceiling_dbtp == p.ceiling_dbtp
     assert 1 <= result.passes
+    assert not list(out.parent.glob(f".{out.stem}-pass-*"))   # only the chosen candidate remains
 
 
 def test_master_keeps_the_music_in_place(tmp_path, mix_9s):

@@ -191,6 +191,7 @@ def test_run_mix_writes_a_complete_output(mixed):
     assert mix.frames == master.frames                     # the master is as long as the mix
     assert (mix.samplerate, master.subtype) == (SR, "PCM_24")
     assert leftovers(root, "out") == []
+    assert not list(out.glob(".master-pass-*"))            # the master's other candidates are gone
 
 
 def test_run_render_of_the_written_plan_reproduces_the_files(mixed, tmp_path):
