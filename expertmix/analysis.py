@@ -364,6 +364,8 @@ def analyse_audio_detailed(audio: np.ndarray,
     if n_ch == 0:
         raise InputError("stem audio has no channels")
     meter = LoudnessMeter(sample_rate_hz, n_ch)
+    if n_frames:  # the whole stem is here: its sample peak lets the true-peak meter skip more
+        meter.expect_sample_peak(max(float(x.max()), -float(x.min())))
     hop = meter.hop_frames
     chunk = hop * _CHUNK_SUB_BLOCKS
 

@@ -337,6 +337,14 @@ class TruePeakMeter:
         self._history = xx[len(xx) - (self._width - 1):].copy()
         self._history_peak = float(np.max(np.abs(self._history))) if len(self._history) else 0.0
 
+    def expect_sample_peak(self, peak_linear: float) -> None:
+        """Tell the meter the sample peak of the whole signal it is about to be fed (linear full
+        scale), measured by the caller. The true peak is never below the sample peak, so from the
+        first block on, runs whose worst case cannot beat it are skipped, not only runs that
+        cannot beat the loudest sample fed so far (about a fifth fewer runs computed on stems).
+        The reading stays exact provided ``peak_linear`` is the sample peak of the samples fed."""
+        self._true_peak = max(self._true_peak, float(peak_linear))
+
     def _flushed_peak(self) -> float:
         """True peak including the interpolation tail after the last sample (state unchanged)."""
         if self.oversample == 1 or self._history_peak * self._gain_bound <= self._true_peak:
@@ -399,6 +407,11 @@ class LoudnessMeter:
         self._sub_cache: np.ndarray | None = np.zeros(0)
         self.frames = 0
         self._peaks = TruePeakMeter(self.channels, oversample) if track_peaks else None
+
+    def expect_sample_peak(self, peak_linear: float) -> None:
+        """See :meth:`TruePeakMeter.expect_sample_peak` (nothing to do without peaks)."""
+        if self._peaks is not None:
+            self._peaks.expect_sample_peak(peak_linear)
 
     # -- feeding
     def process(self, block: np.ndarray) -> None:

@@ -266,6 +266,12 @@ def test_skipping_quiet_runs_is_exact():
     meter = L.TruePeakMeter(2)
     for start in range(0, len(x), 65536):
         meter.process(x[start:start + 65536])
+    told = L.TruePeakMeter(2)  # told the whole signal's sample peak first: skips more, reads the same
+    told.expect_sample_peak(float(np.abs(x).max()))
+    for start in range(0, len(x), 65536):
+        told.process(x[start:start + 65536])
+    assert told.true_peak_linear == meter.true_peak_linear
+    assert told.sample_peak_linear == meter.sample_peak_linear
     H = L._interpolator(4, 24, 6.0)
     padded = np.concatenate([np.zeros((24, 2), np.float32), x, np.zeros((24, 2), np.float32)])
     brute = max(np.abs(np.lib.stride_tricks.sliding_window_view(padded[:, c], 25) @ H).max() for c in range(2))
