@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import collections
 import fnmatch
-import math
 import os
 import shlex
 import tempfile
@@ -583,22 +582,14 @@ class _Buffer:
         self.data = np.empty((max(capacity, 1), channels), dtype=np.float32)
         self.size = 0
 
-    def reserve(self, frames: int) -> np.ndarray:
-        """Room for ``frames`` more frames (growing if needed): the view to fill, then
-        :meth:`commit` how many were written."""
-        end = self.size + frames
+    def append(self, block: np.ndarray) -> None:
+        end = self.size + len(block)
         if end > len(self.data):
             bigger = np.empty((max(end, int(len(self.data) * 1.5)), self.data.shape[1]), dtype=np.float32)
             bigger[: self.size] = self.data[: self.size]
             self.data = bigger
-        return self.data[self.size:end]
-
-    def commit(self, frames: int) -> None:
-        self.size += frames
-
-    def append(self, block: np.ndarray) -> None:
-        self.reserve(len(block))[:] = block
-        self.commit(len(block))
+        self.data[self.size:end] = block
+        self.size = end
 
     def take(self, frames: int) -> np.ndarray:
         """The first ``frames`` frames (zero-padded if fewer were appended), without a copy."""
@@ -624,29 +615,15 @@ def decode_stem(info: StemInfo) -> np.ndarray:
                  if sr_in != sr_out else None)
     buffer = _Buffer(info.frames + 64, info.channels)
     frames_in = 0
-    # the common case (session rate, at most 2 channels) decodes straight into the buffer
-    direct = resampler is None and info.source_channels == info.channels
     try:
         with sf.SoundFile(str(info.path), mode="r") as f:
             while True:
-                if direct:  # (the buffer grows only if the file holds more frames than its header said)
-                    free = len(buffer.data) - buffer.size
-                    n = min(BLOCK_FRAMES, free) if free > 0 else BLOCK_FRAMES
-                    block = f.read(n, dtype="float32", always_2d=True, out=buffer.reserve(n))
-                else:
-                    block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+                block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
                 last = len(block) == 0
-                # a sum is finite only if every sample is (NaN and inf propagate); the exact test
-                # runs only when it is not (a sum of huge finite samples could overflow)
-                if not last and not math.isfinite(float(block.sum())) and not np.isfinite(block).all():
+                if not last and not np.isfinite(block).all():
                     raise InputError("contains NaN or infinite samples", path=str(info.path),
                                      hint="re-export it from your DAW as 24-bit WAV or FLAC")
                 frames_in += len(block)
-                if direct:
-                    buffer.commit(len(block))
-                    if last:
-                        break
-                    continue
                 block = downmix_to_stereo(block) if not last else np.zeros((0, info.channels), np.float32)
                 if resampler is not None:
                     block = resampler.resample_chunk(block, last=last)
