@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -147,10 +147,12 @@ def write_wav(path: Path, audio: np.ndarray, sample_rate_hz: int, *, subtype: st
 
 
 def copy_wav(src: Path, dst: Path, *, start_frame: int, frames: int, subtype: str = "FLOAT",
-             gain: float = 1.0) -> None:
+             gain: float = 1.0, tap: Callable[[np.ndarray], None] | None = None) -> None:
     """Stream ``frames`` frames of ``src`` from ``start_frame`` into ``dst`` (block by block).
 
-    Missing frames at the end (a source shorter than asked) are written as silence.
+    Missing frames at the end (a source shorter than asked) are written as silence. ``tap``, if
+    given, sees every float32 block written (before ``subtype`` rounding), e.g. a meter's
+    ``process``.
     """
     with sf.SoundFile(str(src)) as fin:
         channels, sr = fin.channels, fin.samplerate
@@ -163,6 +165,8 @@ def copy_wav(src: Path, dst: Path, *, start_frame: int, frames: int, subtype: st
                     block = np.zeros((min(BLOCK_FRAMES, left), channels), dtype=np.float32)
                 if gain != 1.0:
                     block = block * np.float32(gain)
+                if tap is not None:
+                    tap(block)
                 fout.write(block)
                 left -= len(block)
     if subtype in ("FLOAT", "DOUBLE"):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import scipy.signal
@@ -602,16 +602,16 @@ def measure_loudness(x: np.ndarray, sample_rate_hz: int) -> LoudnessStats:
     return _metered(x, sample_rate_hz, True).stats()
 
 
-def meter_file(path: str, *, start_frame: int = 0, frames: int | None = None, track_peaks: bool = True,
-               block_frames: int = 65536) -> LoudnessMeter:
-    """A :class:`LoudnessMeter` fed with ``frames`` frames of an audio file from ``start_frame``
-    (to the end when ``frames`` is None), streamed in ``block_frames`` blocks: its stats and its
-    momentary/short-term series are then at hand. Unreadable files raise :class:`InputError`."""
+def _feed_file(path: str, make: Callable[[int, int], Any], *, start_frame: int = 0, frames: int | None = None,
+               block_frames: int = 65536) -> Any:
+    """``make(sample_rate_hz, channels)`` (a meter), fed ``frames`` frames of an audio file from
+    ``start_frame`` (to the end when None) in ``block_frames`` blocks. Unreadable files raise
+    :class:`InputError`."""
     import soundfile as sf
 
     try:
         with sf.SoundFile(str(path)) as f:
-            meter = LoudnessMeter(f.samplerate, f.channels, track_peaks=track_peaks)
+            meter = make(f.samplerate, f.channels)
             f.seek(min(max(0, int(start_frame)), f.frames))
             left = f.frames if frames is None else int(frames)
             while left > 0:
@@ -628,21 +628,18 @@ def meter_file(path: str, *, start_frame: int = 0, frames: int | None = None, tr
     return meter
 
 
+def meter_file(path: str, *, start_frame: int = 0, frames: int | None = None, track_peaks: bool = True,
+               block_frames: int = 65536) -> LoudnessMeter:
+    """A :class:`LoudnessMeter` fed with ``frames`` frames of an audio file from ``start_frame``
+    (to the end when ``frames`` is None), streamed in ``block_frames`` blocks: its stats and its
+    momentary/short-term series are then at hand. Unreadable files raise :class:`InputError`."""
+    return _feed_file(path, lambda sr, ch: LoudnessMeter(sr, ch, track_peaks=track_peaks),
+                      start_frame=start_frame, frames=frames, block_frames=block_frames)
+
+
 def file_peaks(path: str, block_frames: int = 65536) -> tuple[float, float]:
     """(true peak dBTP, sample peak dBFS) of an audio file, streamed in ``block_frames`` blocks."""
-    import soundfile as sf
-
-    try:
-        with sf.SoundFile(str(path)) as f:
-            meter = TruePeakMeter(f.channels)
-            while True:
-                block = f.read(block_frames, dtype="float32", always_2d=True)
-                if len(block) == 0:
-                    break
-                meter.process(block)
-    except (RuntimeError, OSError) as exc:
-        raise InputError(f"cannot read audio: {exc}", path=str(path),
-                         hint="check the file is a readable WAV/FLAC/AIFF") from exc
+    meter = _feed_file(path, lambda sr, ch: TruePeakMeter(ch), block_frames=block_frames)
     return meter.true_peak_dbtp(), meter.sample_peak_dbfs()
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from .errors import InputError, RenderError
 import numpy as np
 
-from .io import BLOCK_FRAMES, copy_wav
+from .io import copy_wav
 from .loudness import LoudnessMeter, LoudnessStats, file_peaks, meter_file
 from .plan import MasterPlan
 from .render import MasterSettings, render_master, render_master_pre
@@ -153,25 +153,12 @@ def _limiter_pass(pre_path: Path, plan: MasterPlan, settings: MasterSettings, sa
     """Render drive + limiter into ``work_dir/master-raw.wav``, then write the delivered part
     (the latency trimmed, the mix's length) as 24-bit ``delivered_path`` and meter it on the way
     (the float samples, before the 24-bit rounding). Runs in a worker process or in this one."""
-    import soundfile as sf
-
     work_dir.mkdir(parents=True, exist_ok=True)
     raw_path = work_dir / "master-raw.wav"
     latency = render_master(pre_path, raw_path, plan, settings, sample_rate_hz=sample_rate_hz,
                             content_frames=frames, work_dir=work_dir)
-    with sf.SoundFile(str(raw_path)) as fin, \
-            sf.SoundFile(str(delivered_path), "w", samplerate=fin.samplerate, channels=fin.channels,
-                         subtype="PCM_24", format="WAV") as fout:
-        meter = LoudnessMeter(fin.samplerate, fin.channels)
-        fin.seek(min(latency, fin.frames))
-        left = frames
-        while left > 0:
-            block = fin.read(min(BLOCK_FRAMES, left), dtype="float32", always_2d=True)
-            if len(block) == 0:  # (the render is never shorter; pad as copy_wav would)
-                block = np.zeros((min(BLOCK_FRAMES, left), fin.channels), dtype=np.float32)
-            meter.process(block)
-            fout.write(block)
-            left -= len(block)
+    meter = LoudnessMeter(sample_rate_hz, 2)  # (render_master writes stereo at the session rate)
+    copy_wav(raw_path, delivered_path, start_frame=latency, frames=frames, subtype="PCM_24", tap=meter.process)
     return _Pass(settings, raw_path, latency, meter.stats(), meter.momentary_lufs(), delivered_path)
 
 
