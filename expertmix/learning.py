@@ -338,18 +338,16 @@ class Refiner:
             todo: list[tuple[TrackPlan, Decision, dict[str, Any]]] = []
             card = getattr(model, "card", {}) or {}
             scale = float(card.get("prediction_scale", 1.0))
-            seen = card.get("roles")
-            role_songs = card.get("role_songs")  # (cards written before it: any seen role)
+            role_songs = card.get("role_songs")
+            if role_songs is None and card.get("roles") is not None:  # a card written before role_songs
+                role_songs = {role: 1 for role in card["roles"]}
             needed = int(card.get("min_role_songs", 1))
             for t in new.tracks:
                 d = t.why.get(slot)
                 if not _refinable(d) or t.name not in feats:
                     continue
-                if seen is not None and t.role not in seen:
-                    unseen.add(t.role)
-                    continue
                 if role_songs is not None and role_songs.get(t.role, 0) < needed:
-                    few.add(t.role)
+                    (few if t.role in role_songs else unseen).add(t.role)
                     continue
                 todo.append((t, d, {**feats[t.name], "rule_value": float(d.rule_value)}))
             if not todo:
@@ -390,7 +388,6 @@ class Refiner:
         if unseen:
             notes.append(f"learning: no training examples of the role(s) {', '.join(sorted(unseen))}: "
                          "the rules alone decide their values")
-        few -= unseen
         if few:
             notes.append(f"learning: the role(s) {', '.join(sorted(few))} occur in fewer than {MIN_ROLE_SONGS} "
                          "training songs: the rules alone decide their values")

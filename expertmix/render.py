@@ -778,6 +778,7 @@ def render_mix(plan: MixPlan, sources: dict[str, StemSource], out_dir: Path, *, 
         parallel = cpu_s >= MIN_PARALLEL_CPU_S
 
     folders = [work_dir / f"partials-{i}" for i in range(len(groups))]
+    part_paths = [work_dir / f"mix-part-{i}.wav" for i in range(MIX_PARTS)]
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
     jobs = [_TrackJob(plan=plan, names=names, sources={n: sources[n] for n in names}, stems_dir=stems_dir,
@@ -793,7 +794,6 @@ def render_mix(plan: MixPlan, sources: dict[str, StemSource], out_dir: Path, *, 
             keys = [_render_tracks(job) for job in jobs]
 
         # the mix section in parts (group buses shared out; each in its own server), summed here
-        part_paths = [work_dir / f"mix-part-{i}.wav" for i in range(MIX_PARTS)]
         mix_jobs = [_MixJob(plan=plan, buses=buses, fxs=fxs, direct=direct, partials=list(zip(folders, keys)),
                             out_path=part_paths[i], frames=frames, scratch=work_dir / f"server-scratch-mix-{i}.wav")
                     for i, (buses, fxs, direct) in enumerate(split_mix(plan, keys))]
@@ -805,7 +805,7 @@ def render_mix(plan: MixPlan, sources: dict[str, StemSource], out_dir: Path, *, 
     finally:
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)
-        for path in [work_dir / f"mix-part-{i}.wav" for i in range(MIX_PARTS)]:
+        for path in part_paths:
             path.unlink(missing_ok=True)
     _check_file(mix_path, frames)
     return RenderedMix(mix_path=mix_path, stem_paths=stem_paths, frames=frames, sample_rate_hz=sr,
