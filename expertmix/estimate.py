@@ -87,11 +87,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
-import scipy.signal
 
 from .descriptor_specs import BANDS_HZ
 from .errors import InputError
-from .loudness import as_frames, integrated_loudness_lufs, k_weighting_sos
+from .loudness import as_frames, integrated_loudness_lufs, k_weighting_sos, sos_response
 from .units import SILENCE_DB
 
 #: Largest offset between mix and stems that is compensated (larger: refused).
@@ -441,7 +440,7 @@ def estimate_decisions(stems: Mapping[str, np.ndarray], mix: np.ndarray, sample_
     cross = {b: np.zeros((k_in, 2), np.complex128) for b in bands}
     mix_e = {b: np.zeros(2) for b in bands}
     # BS.1770 K-weighting per bin: band weights follow loudness, not raw energy (rumble counts little)
-    _, kresp = scipy.signal.sosfreqz(k_weighting_sos(sr), worN=freqs[f_lo:f_hi], fs=sr)
+    kresp = sos_response(k_weighting_sos(sr), freqs[f_lo:f_hi], sr)
     kw = (np.abs(kresp) ** 2).astype(np.float32)
     loud_e = {b: np.zeros(k_in) for b in bands}
     frame_e_in = np.zeros((k_in, stft.n_frames))

@@ -1,8 +1,10 @@
 """Loudness, loudness range and peak measurement (ITU-R BS.1770-4, EBU Tech 3341 / 3342).
 
-numpy/scipy only. Everything is streaming: :class:`LoudnessMeter` and :class:`TruePeakMeter`
-take blocks of any size, keep their filter state between blocks and hold only one number per
-100 ms of audio, so a file of any length is measured in constant (audio) memory.
+numpy and scipy's compiled second-order-sections kernel only (see :func:`sosfilt_rows`: the
+main process and the workers never pay for importing ``scipy.signal``). Everything is
+streaming: :class:`LoudnessMeter` and :class:`TruePeakMeter` take blocks of any size, keep
+their filter state between blocks and hold only one number per 100 ms of audio, so a file of
+any length is measured in constant (audio) memory.
 
 Units: LUFS / LKFS (absolute loudness, full-scale K-weighted), LU (loudness differences),
 dBFS (sample peak, full-scale sine peak = 0 dBFS), dBTP (true peak, oversampled).
@@ -23,12 +25,15 @@ Conventions followed
 """
 from __future__ import annotations
 
+import functools
+import importlib.machinery
+import importlib.util
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
-import scipy.signal
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import InputError
@@ -59,6 +64,71 @@ _CHUNK_FRAMES = 65536
 
 
 # --- K-weighting ----------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _sosfilt_kernel() -> Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None:
+    """scipy's compiled cascade-of-biquads kernel, loaded on its own; None if it cannot be.
+
+    ``scipy.signal.sosfilt`` validates its arguments, copies the input to float64 rows and calls
+    the compiled ``scipy.signal._sosfilt._sosfilt(sos, x, zi)``, which filters ``x`` (signals,
+    samples) in place and updates ``zi`` (signals, sections, 2). Importing ``scipy.signal``
+    costs about 0.35 s (it imports scipy.stats, scipy.interpolate and more), paid on every run
+    by the main process and by the workers' fork server, for this one loop. The kernel module
+    itself needs only numpy, so it is loaded directly from scipy's installation. When that is
+    not possible (another scipy layout), :func:`sosfilt_rows` uses ``scipy.signal.sosfilt``;
+    the two give bit-identical output (tested).
+    """
+    try:
+        import scipy  # the package itself is light: it does not import its subpackages
+        folder = Path(scipy.__file__).parent / "signal"
+        name = "scipy.signal._sosfilt"
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = folder / f"_sosfilt{suffix}"
+            if path.is_file():
+                loader = importlib.machinery.ExtensionFileLoader(name, str(path))
+                spec = importlib.util.spec_from_file_location(name, str(path), loader=loader)
+                if spec is None:
+                    return None
+                module = importlib.util.module_from_spec(spec)
+                loader.exec_module(module)
+                kernel = module._sosfilt
+                # a 1-sample self-check of the calling convention: y = b0 x, state updated
+                x = np.ones((1, 1))
+                zi = np.zeros((1, 1, 2))
+                kernel(np.array([[0.5, 0.0, 0.0, 1.0, 0.0, 0.0]]), x, zi)
+                return kernel if x[0, 0] == 0.5 else None
+    except Exception:  # noqa: BLE001 - any failure: use the public API instead
+        return None
+    return None
+
+
+def sosfilt_rows(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> None:
+    """Filter every row of ``x`` through the second-order sections ``sos`` in place.
+
+    ``sos``: float64 (sections, 6) in scipy's layout ``[b0, b1, b2, 1, a1, a2]``; ``x``: float64
+    C-contiguous (signals, samples), overwritten with the output; ``zi``: float64 C-contiguous
+    (signals, sections, 2) filter state (direct form II transposed), updated in place, so that
+    consecutive blocks filter as one signal. Same arithmetic as ``scipy.signal.sosfilt``.
+    """
+    kernel = _sosfilt_kernel()
+    if kernel is not None:
+        kernel(sos, x, zi)
+        return
+    import scipy.signal  # fallback: the public API (slow to import, same kernel)
+    y, zf = scipy.signal.sosfilt(sos, x, axis=-1, zi=np.ascontiguousarray(zi.transpose(1, 0, 2)))
+    x[...] = y
+    zi[...] = zf.transpose(1, 0, 2)
+
+
+def sos_response(sos: np.ndarray, freqs_hz: np.ndarray, sample_rate_hz: float) -> np.ndarray:
+    """Complex frequency response of second-order sections at ``freqs_hz`` (as
+    ``scipy.signal.sosfreqz(sos, worN=freqs_hz, fs=sample_rate_hz)[1]``)."""
+    z1 = np.exp(-2j * np.pi * np.asarray(freqs_hz, dtype=np.float64) / float(sample_rate_hz))
+    h = np.ones_like(z1)
+    for b0, b1, b2, a0, a1, a2 in np.asarray(sos, dtype=np.float64):
+        h *= (b0 + z1 * (b1 + z1 * b2)) / (a0 + z1 * (a1 + z1 * a2))
+    return h
+
 
 def k_weighting_sos(sample_rate_hz: float) -> np.ndarray:
     """K-weighting filter (BS.1770-4 Annex 1) as second-order sections, shape ``(2, 6)``.
@@ -217,6 +287,13 @@ def loudness_range_from_short_term(short_term_lufs: np.ndarray) -> float:
 
 # --- true peak ------------------------------------------------------------------------------
 
+def _kaiser_lowpass(taps: int, cutoff: float, beta: float) -> np.ndarray:
+    """Windowed-sinc low-pass, unscaled: ``scipy.signal.firwin(taps, cutoff, window=("kaiser",
+    beta), scale=False)`` (``cutoff`` relative to Nyquist), in numpy."""
+    m = np.arange(taps) - 0.5 * (taps - 1)
+    return cutoff * np.sinc(cutoff * m) * np.kaiser(taps, beta)
+
+
 def _interpolator(oversample: int, taps_per_phase: int, kaiser_beta: float) -> np.ndarray:
     """Polyphase matrix ``H[j, p]`` of a windowed-sinc interpolator (BS.1770-4 Annex 2).
 
@@ -229,7 +306,7 @@ def _interpolator(oversample: int, taps_per_phase: int, kaiser_beta: float) -> n
     ``T + 1`` input samples in ascending time.
     """
     L, T = int(oversample), int(taps_per_phase)
-    h = scipy.signal.firwin(L * T + 1, 1.0 / L, window=("kaiser", kaiser_beta), scale=False) * L
+    h = _kaiser_lowpass(L * T + 1, 1.0 / L, kaiser_beta) * L
     centre = L * T // 2
     h[centre % L::L] = 0.0  # sinc zeros at multiples of L from the centre: make them exact
     h[centre] = 1.0
@@ -400,7 +477,7 @@ class LoudnessMeter:
             raise InputError(f"{len(self._weights)} channel weights for {self.channels} channels")
         #: Frames per 100 ms sub-block (the 75 % overlap hop of the 400 ms block).
         self.hop_frames = max(1, int(round(self.sample_rate_hz * SUB_BLOCK_S)))
-        self._zi = np.zeros((self._sos.shape[0], 2, self.channels))
+        self._zi = np.zeros((self.channels, self._sos.shape[0], 2))  # see sosfilt_rows
         self._partial_energy = 0.0
         self._partial_frames = 0
         self._chunks: list[np.ndarray] = []
@@ -424,8 +501,9 @@ class LoudnessMeter:
             return
         if self._peaks is not None:
             self._peaks.process(x)
-        y, self._zi = scipy.signal.sosfilt(self._sos, x, axis=0, zi=self._zi)  # float64
-        energy = np.square(y, out=y) @ self._weights  # sum_i G_i y_i[n]^2, per frame
+        y = np.array(x.T, dtype=np.float64, order="C")  # (channels, frames), filtered in place
+        sosfilt_rows(self._sos, y, self._zi)
+        energy = self._weights @ np.square(y, out=y)  # sum_i G_i y_i[n]^2, per frame
         self.frames += n
         hop = self.hop_frames
         need = hop - self._partial_frames

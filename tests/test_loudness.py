@@ -92,6 +92,65 @@ def test_k_weighting_rejects_too_low_rate():
         L.k_weighting_sos(4000)
 
 
+# --- the filter kernel, loaded without scipy.signal -------------------------------------------
+
+def _sections(seed):
+    rng = np.random.default_rng(seed)
+    sos = [L.k_weighting_sos(44100)[0], L.k_weighting_sos(44100)[1]]
+    poles = rng.uniform(0.5, 0.999, 2) * np.exp(1j * rng.uniform(0.01, 3.0, 2))
+    for p in poles:  # two random stable biquads on top of the K-weighting
+        sos.append([rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(-1, 1), 1.0,
+                    -2 * p.real, abs(p) ** 2])
+    return np.array(sos)
+
+
+@pytest.mark.parametrize("use_kernel", [True, False])
+def test_sosfilt_rows_is_bit_identical_to_scipy_sosfilt_across_blocks(use_kernel, monkeypatch):
+    """The directly loaded kernel and the public-API fallback both give exactly what
+    scipy.signal.sosfilt gives on the whole signal, however it is cut into blocks."""
+    if not use_kernel:
+        monkeypatch.setattr(L, "_sosfilt_kernel", lambda: None)
+    else:
+        assert L._sosfilt_kernel() is not None  # the fast path is what runs on this install
+    sos = _sections(0)
+    x = np.random.default_rng(1).standard_normal((3, 20000))
+    ref = scipy.signal.sosfilt(sos, x, axis=-1)
+    zi = np.zeros((3, len(sos), 2))
+    out = []
+    for a, b in ((0, 1), (1, 777), (777, 8192), (8192, 20000)):
+        block = np.ascontiguousarray(x[:, a:b])
+        L.sosfilt_rows(sos, block, zi)
+        out.append(block)
+    np.testing.assert_array_equal(np.concatenate(out, axis=1), ref)
+
+
+def test_sos_response_matches_scipy_sosfreqz():
+    sos = _sections(2)
+    freqs = np.geomspace(5.0, 22000.0, 300)
+    _, ref = scipy.signal.sosfreqz(sos, worN=freqs, fs=44100)
+    np.testing.assert_allclose(L.sos_response(sos, freqs, 44100), ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("taps, cutoff, beta", [(97, 0.25, 6.0), (49, 0.5, 5.0), (193, 0.125, 8.6)])
+def test_kaiser_lowpass_matches_scipy_firwin(taps, cutoff, beta):
+    ref = scipy.signal.firwin(taps, cutoff, window=("kaiser", beta), scale=False)
+    np.testing.assert_allclose(L._kaiser_lowpass(taps, cutoff, beta), ref, rtol=0, atol=1e-15)
+
+
+def test_the_mix_path_does_not_import_scipy_signal():
+    """The main process of a mix and the workers' fork server load scipy's filter kernel alone,
+    not scipy.signal (about 0.35 s of imports each, on every run)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, expertmix.pipeline, expertmix.cli, expertmix._preload, numpy as np;"
+            "from expertmix.loudness import LoudnessMeter;"
+            "LoudnessMeter(44100, 2).process(np.zeros((4410, 2), np.float32));"
+            "print('scipy.signal' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 # --- integrated loudness: EBU Tech 3341 cases -----------------------------------------------
 
 @pytest.mark.parametrize("sr", [44100, 48000, 96000])
