@@ -11,12 +11,20 @@ hold threads (BLAS, pyo). The fork server imports the heavy modules once (:data:
 each worker forks ready to work. BLAS and OpenMP run single-threaded in workers: the workers
 already use every core, and idle BLAS threads spin.
 
+Memory in workers (glibc only, see :func:`_tune_malloc`): arrays up to 32 MB are allocated from
+the heap and kept there while a job runs, and the heap is given back to the system after each
+job (:func:`_release_memory`). Left to its defaults, glibc maps and unmaps every temporary of a
+few MB, and the kernel zeroes fresh pages each time: that was about a sixth of the analysis's
+CPU time (measured on the benchmark session: system time 1.4 -> 0.8 s, peak RSS 247 -> 228 MB
+per process for 16 stems).
+
 This module imports no heavy library itself; scripts that start workers need the usual
 ``if __name__ == "__main__":`` guard.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 import os
 import threading
@@ -64,6 +72,51 @@ def _ready() -> int:
     return os.getpid()
 
 
+#: glibc ``mallopt`` parameters and the values workers use: allocations below 32 MB (the largest
+#: threshold glibc accepts on 64-bit systems) come from the heap, and free heap memory is not
+#: trimmed during a job (:func:`_release_memory` gives it back after each job).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
+_TRIM_THRESHOLD_BYTES = 1024 * 1024 * 1024
+
+
+@functools.lru_cache(maxsize=None)
+def _libc() -> Any:
+    """The C library when it is glibc (which has ``mallopt``/``malloc_trim``), else None."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def _tune_malloc() -> None:
+    """Worker initializer: keep temporaries of up to 32 MB in the heap during a job."""
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES)
+
+
+def _release_memory() -> None:
+    """Give the heap's free memory back to the system (between jobs)."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def _call(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    """Run one job in a worker, then release the memory it freed."""
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _release_memory()
+
+
 class WorkerPool:
     """A process pool of ``processes`` workers that may be started ahead of use.
 
@@ -74,7 +127,8 @@ class WorkerPool:
     def __init__(self, processes: int):
         self.processes = max(1, int(processes))
         with single_threaded_children():
-            self._executor = ProcessPoolExecutor(max_workers=self.processes, mp_context=pool_context())
+            self._executor = ProcessPoolExecutor(max_workers=self.processes, mp_context=pool_context(),
+                                                 initializer=_tune_malloc)
         self._warming: threading.Thread | None = None
 
     def warm(self) -> None:
@@ -99,7 +153,7 @@ class WorkerPool:
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         self._wait_warm()  # one thread at a time spawns workers
         with single_threaded_children():
-            return self._executor.submit(fn, *args, **kwargs)
+            return self._executor.submit(_call, fn, args, kwargs)
 
     def map_ordered(self, fn: Callable[..., Any], args: Sequence[tuple],
                     on_done: Callable[[int, int], None] | None = None,
