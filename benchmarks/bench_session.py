@@ -38,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -213,8 +214,71 @@ def _prepare_source(args: argparse.Namespace, root: Path) -> tuple[Path, dict]:
 CHILD_ENV: dict[str, str] = {}
 
 
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (Linux /proc), those that exist right now."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo += [int(c) for c in fh.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _memory_kb(pid: int) -> tuple[int, int]:
+    """(PSS, RSS) of one process in kB, or (0, 0) once it has gone."""
+    pss = rss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+                elif line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+    except OSError:
+        pass
+    return pss, rss
+
+
+class _TreeMemory:
+    """Samples the memory of a process and all its descendants (the workers, their fork server)
+    every ``interval_s`` while it runs: the peak of the summed PSS (shared pages counted once
+    overall: what the whole job costs the machine) and of the summed RSS (shared pages counted in
+    every process: an upper bound). Linux only; elsewhere both stay None."""
+
+    def __init__(self, pid: int, interval_s: float = 0.02):
+        self.pid, self.interval_s = pid, interval_s
+        self.pss_mb: float | None = None
+        self.rss_mb: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        if os.path.exists(f"/proc/{pid}/smaps_rollup"):
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            pss = rss = 0
+            for p in _process_tree(self.pid):
+                a, b = _memory_kb(p)
+                pss, rss = pss + a, rss + b
+            if pss:
+                self.pss_mb = max(self.pss_mb or 0.0, pss / 1024.0)
+                self.rss_mb = max(self.rss_mb or 0.0, rss / 1024.0)
+            self._stop.wait(self.interval_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
 def _spawn(argv: list[str], log: Path, cwd: Path) -> dict:
-    """Run ``argv`` to completion; wall time and the child's own rusage (os.wait4).
+    """Run ``argv`` to completion; wall time, the child's own rusage (os.wait4) and the peak
+    memory of its whole process tree (:class:`_TreeMemory`: the worker processes included).
 
     ``cwd`` must not hold an ``expertmix`` package: ``python -c`` puts the current folder first on
     sys.path, ahead of PYTHONPATH.
@@ -223,11 +287,18 @@ def _spawn(argv: list[str], log: Path, cwd: Path) -> dict:
     t0 = time.perf_counter()
     with open(log, "w") as fh:
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-        _, status, ru = os.wait4(proc.pid, 0)
+        tree = _TreeMemory(proc.pid)
+        try:
+            _, status, ru = os.wait4(proc.pid, 0)
+        finally:
+            tree.stop()
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"process_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "rss_mb": ru.ru_maxrss / 1024.0,
-            "returncode": proc.returncode}
+    out = {"process_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "rss_mb": ru.ru_maxrss / 1024.0,
+           "returncode": proc.returncode}
+    if tree.pss_mb is not None:
+        out["tree_pss_mb"], out["tree_rss_mb"] = tree.pss_mb, tree.rss_mb
+    return out
 
 
 def _report_timings(report: Path) -> dict[str, float]:
@@ -314,12 +385,20 @@ def summarise(runs: list[dict], seconds: float, stages: list[str], decoded_mb: f
     if ex_stages:
         peak = max(med[s]["rss_mb"] for s in ex_stages)
         summary["expertmix_peak_rss_mb"] = peak
-        summary["rss_target_pass"] = peak <= RSS_TARGET_MB
+        # the verdict counts every process of the job (workers and fork server too) when known
+        tree = [med[s]["tree_pss_mb"] for s in ex_stages if med[s].get("tree_pss_mb") is not None]
+        if tree:
+            summary["expertmix_peak_tree_pss_mb"] = max(tree)
+            summary["expertmix_peak_tree_rss_mb"] = max(med[s]["tree_rss_mb"] for s in ex_stages
+                                                        if med[s].get("tree_rss_mb") is not None)
+        summary["rss_target_pass"] = (max(tree) if tree else peak) <= RSS_TARGET_MB
     if "render" in med:
-        summary["render_rss_mb"] = med["render"]["rss_mb"]
+        # what the render holds: all its processes when known (the workers render the tracks)
+        held = med["render"].get("tree_pss_mb") or med["render"]["rss_mb"]
+        summary["render_rss_mb"] = held
         summary["decoded_session_mb"] = decoded_mb
         # meaningful only when the decoded session dwarfs the interpreter and libraries
-        summary["streaming_pass"] = None if decoded_mb < 400 else med["render"]["rss_mb"] < 0.5 * decoded_mb
+        summary["streaming_pass"] = None if decoded_mb < 400 else held < 0.5 * decoded_mb
     return summary
 
 
@@ -338,18 +417,22 @@ def markdown(summary: dict, meta: dict) -> str:
              + f"; pedalboard {meta.get('pedalboard_version', '?')}, pyo {meta.get('pyo_version', '?')}, "
                f"numpy {meta.get('numpy_version', '?')}; BLAS threads: {meta.get('blas_threads') or 'library default'}.",
              "",
-             "| stage | wall s | realtime × | CPU s | peak RSS MB |",
-             "|---|---:|---:|---:|---:|"]
+             "| stage | wall s | realtime × | CPU s | peak RSS MB | all processes: peak PSS MB (RSS) |",
+             "|---|---:|---:|---:|---:|---:|"]
     for st in STAGES:
         if st not in med:
             continue
         m = med[st]
+        tree = (f"{_fmt(m.get('tree_pss_mb'), 0)} ({_fmt(m.get('tree_rss_mb'), 0)})"
+                if m.get("tree_pss_mb") is not None else "—")
         lines.append(f"| {LABELS[st]} | {_fmt(m['stage_s'])} | {_fmt(m['rtf'], 1)} | {_fmt(m['cpu_s'], 1)} | "
-                     f"{_fmt(m['rss_mb'], 0)} |")
+                     f"{_fmt(m['rss_mb'], 0)} | {tree} |")
     lines.append("")
     lines.append("Wall s is the stage function alone, timed inside its process (imports excluded), except for "
                  "`expertmix mix`, which is the whole process. Realtime × = audio seconds / wall seconds. CPU s "
-                 "and peak RSS are the whole process's (os.wait4).")
+                 "and peak RSS are the main process's own (os.wait4: worker processes, children of a fork "
+                 "server, are not in it). The last column sums every process of the job (main, fork server, "
+                 "workers), sampled every 20 ms: PSS counts shared pages once, RSS in every process.")
     if "analysis" in med and "load" in med:
         lines.append(f"Analysis alone (analysis - load): {med['analysis']['stage_s'] - med['load']['stage_s']:.2f} s.")
     if "cli" in med:
@@ -369,16 +452,25 @@ def markdown(summary: dict, meta: dict) -> str:
         if "ratio_cli_vs_pedalboard_stems" in summary:
             lines.append(f"  (against pedalboard also writing the 16 stem files: "
                          f"{summary['ratio_cli_vs_pedalboard_stems']:.2f}×)")
-    if "expertmix_peak_rss_mb" in summary:
+    if "expertmix_peak_tree_pss_mb" in summary:
         ok = "PASS" if summary["rss_target_pass"] else "FAIL"
-        lines.append(f"- Memory: expertmix peak RSS (largest stage, incl. `expertmix mix`) = "
+        lines.append(f"- Memory: expertmix peak, all processes summed (largest stage, incl. `expertmix mix`) = "
+                     f"**{summary['expertmix_peak_tree_pss_mb']:.0f} MB PSS** "
+                     f"({summary['expertmix_peak_tree_rss_mb']:.0f} MB RSS counting shared pages in every "
+                     f"process; the main process alone peaks at {summary['expertmix_peak_rss_mb']:.0f} MB); "
+                     f"target ≤ {RSS_TARGET_MB:g} MB → **{ok}**")
+    elif "expertmix_peak_rss_mb" in summary:
+        ok = "PASS" if summary["rss_target_pass"] else "FAIL"
+        lines.append(f"- Memory: expertmix peak RSS of the main process (largest stage, incl. `expertmix mix`; "
+                     f"worker processes not measured on this platform) = "
                      f"**{summary['expertmix_peak_rss_mb']:.0f} MB**; target ≤ {RSS_TARGET_MB:g} MB → **{ok}**")
     if "render" in med:
         decoded = meta["decoded_session_mb"]
-        held = med["render"]["rss_mb"]
+        held = summary["render_rss_mb"]
         verdict = summary.get("streaming_pass")
         ok = "n/a (session too small to tell; run at full size)" if verdict is None else "PASS" if verdict else "FAIL"
-        lines.append(f"- Streaming: render peak RSS {held:.0f} MB vs {decoded:.0f} MB for all stems decoded "
+        lines.append(f"- Streaming: render peak memory {held:.0f} MB (all its processes when measured) vs "
+                     f"{decoded:.0f} MB for all stems decoded "
                      f"(float32) → **{ok}**")
     return "\n".join(lines) + "\n"
 
