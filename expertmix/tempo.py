@@ -21,7 +21,8 @@ def onset_envelope(audio: np.ndarray, sample_rate_hz: int) -> np.ndarray:
     n = len(mono) // hop
     if n < 2:
         return np.zeros(0, dtype=np.float32)
-    energy = np.square(mono[: n * hop].astype(np.float32)).reshape(n, hop).mean(axis=1)
+    hops = mono[: n * hop].astype(np.float32, copy=False).reshape(n, hop)
+    energy = np.einsum("ij,ij->i", hops, hops) / np.float32(hop)  # (no squared copy of the stem)
     log_e = 10.0 * np.log10(energy + 1e-10)
     rise = np.maximum(np.diff(log_e, prepend=log_e[0]), 0.0)
     # ignore rises out of near-silence (noise): weight by how loud the hop is
