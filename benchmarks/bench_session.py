@@ -172,7 +172,7 @@ def _self_rss_mb() -> float:
 def _expertmix_cmd() -> list[str]:
     """`expertmix` as its console script runs it, importing expertmix from the benchmarked source."""
     return [sys.executable, "-c", "import sys, expertmix; print('expertmix_file=' + expertmix.__file__, file=sys.stderr); "
-            "from expertmix.cli import main; sys.argv[0] = 'expertmix'; sys.exit(main())"]
+            "from expertmix.__main__ import main; sys.argv[0] = 'expertmix'; sys.exit(main())"]
 
 
 def _prepare_source(args: argparse.Namespace, root: Path) -> tuple[Path, dict]:

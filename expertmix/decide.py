@@ -8,6 +8,7 @@ trace of the last run for ``report.md``, ``rules-trace.yaml`` and ``expertmix ru
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any, Iterable
 
 from .defaults import SessionAnalysis
@@ -49,18 +50,38 @@ class RulebookPlanner:
         self._refiner: Any = None
         self._refiner_loaded = False
         self._refiner_notes: list[str] = []
+        self._refiner_lock = threading.Lock()
+        self._loader: threading.Thread | None = None
         if learning and models_dir is not None:
             self._load_refiner()  # a broken --models folder fails before any audio work
 
     def _load_refiner(self) -> Any:
         """The learned refiner (None when there is none), loaded once per planner."""
-        if not self._refiner_loaded:
-            from .learning import load_refiner  # the learned refinements (LightGBM, via gbm.py)
+        with self._refiner_lock:
+            if not self._refiner_loaded:
+                from .learning import load_refiner  # the learned refinements (LightGBM, via gbm.py)
 
-            self._refiner = load_refiner(self.models_dir, strict=self.models_dir is not None,
-                                         notes=self._refiner_notes)
-            self._refiner_loaded = True
+                self._refiner = load_refiner(self.models_dir, strict=self.models_dir is not None,
+                                             notes=self._refiner_notes)
+                self._refiner_loaded = True
         return self._refiner
+
+    def start_loading(self) -> None:
+        """Load the learned refiner (LightGBM and the models: ~0.2 s) in a background thread.
+
+        The pipeline calls this before the analysis, which leaves this process waiting on its
+        workers, so that planning does not wait for it. A failure there is left for the planning
+        step, which loads again and reports it."""
+        if self.learning and not self._refiner_loaded and self._loader is None:
+            self._loader = threading.Thread(target=self._load_in_background, name="expertmix-load-models",
+                                            daemon=True)
+            self._loader.start()
+
+    def _load_in_background(self) -> None:
+        try:
+            self._load_refiner()
+        except Exception:  # noqa: BLE001 - raised again, clearly, when the plan is made
+            pass
 
     def __call__(self, stems: StemSet, analysis: SessionAnalysis, genre: GenreProfile) -> MixPlan:
         self.context = session_context(stems, analysis, genre)

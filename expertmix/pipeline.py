@@ -232,6 +232,8 @@ def run_mix(stems_dir: str | Path, out_dir: str | Path, *, genre: str = "pop", p
     probe = probe_stems(stems_dir, role_overrides=role_overrides, roles_file=roles_file, exclude=exclude,
                         sample_rate_hz=sample_rate_hz)
     processes = min(DEFAULT_PROCESSES, len(probe.stems))
+    if isinstance(planner, RulebookPlanner):
+        planner.start_loading()  # its models load while this process waits for the analysis
     with staged_output(Path(out_dir), overwrite=overwrite, protected=(stems_dir,)) as stage, \
             _session_pool(pool, processes) as pool:
         if pool is not None:

@@ -263,3 +263,20 @@ def test_report_lists_learned_refinements_within_bounds(demo_out: Path) -> None:
         lo, hi = d["bounds"]
         assert lo - 1e-9 <= d["value"] <= hi + 1e-9, name
         assert abs(d["rule_value"] + d["model_delta"] - d["value"]) < 0.01, name
+
+
+def test_the_console_script_starts_its_workers_early_and_mixes_the_same(demo_out: Path, tmp_path: Path) -> None:
+    """`expertmix` (expertmix.__main__) starts the worker pool before importing the CLI; the mix
+    is the one the CLI makes in-process, bit for bit, and usage errors keep their exit code."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "console"
+    done = subprocess.run([sys.executable, "-m", "expertmix", "mix", str(DEMO), "-o", str(out), "-q"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for name in ("mix.wav", "master.wav"):
+        assert _sha(out / name) == _sha(demo_out / name)
+    bad = subprocess.run([sys.executable, "-m", "expertmix", "mix", str(tmp_path / "nope"), "-o", str(tmp_path / "o")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "nope" in bad.stderr

@@ -505,3 +505,29 @@ def test_a_users_trained_models_are_used_by_default(tmp_path, monkeypatch):
     with pytest.warns(Warning):
         assert load_refiner(notes=notes) is not None
     assert any("do not load" in n for n in notes)
+
+
+def test_the_planner_can_load_its_models_in_the_background(monkeypatch):
+    """run_mix starts loading the models before the analysis; the planner then has what it would
+    have loaded itself, and a failure there is raised by the planning step, not lost."""
+    from expertmix import learning
+    from expertmix.decide import RulebookPlanner
+
+    early = RulebookPlanner()
+    early.start_loading()
+    early._loader.join()
+    assert early._refiner_loaded
+    late = RulebookPlanner()
+    assert type(early._load_refiner()) is type(late._load_refiner()) and early._load_refiner() is not None
+    assert early._refiner_notes == late._refiner_notes
+
+    def broken(*args, **kwargs):
+        raise ModelError("models unreadable")
+
+    failing = RulebookPlanner()
+    monkeypatch.setattr(learning, "load_refiner", broken)
+    failing.start_loading()
+    failing._loader.join()
+    assert not failing._refiner_loaded
+    with pytest.raises(ModelError, match="unreadable"):
+        failing._load_refiner()

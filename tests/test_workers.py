@@ -61,3 +61,32 @@ def test_map_ordered_submits_the_costliest_jobs_first_and_keeps_the_order_of_res
         assert stamps[1] < stamps[3] < stamps[2] < stamps[0]   # ties keep the job order
         with pytest.raises(KeyError):  # the costly IndexError job runs first; the first in order is raised
             pool.map_ordered(operator.getitem, [([1], 0), ({}, "k"), ([1], 5)], costs=[1.0, 1.0, 9.0])
+
+
+def test_a_prestarted_pool_is_adopted_once_by_a_pool_of_its_size():
+    from expertmix import workers
+
+    workers.prestart(2)
+    early = workers._PRESTARTED
+    try:
+        assert early is not None
+        workers.prestart(2)  # a second call does nothing
+        assert workers._PRESTARTED is early
+        with workers.started_pool(2) as pool:
+            assert pool is early and workers._PRESTARTED is None
+            assert pool.submit(abs, -2).result() == 2
+        with workers.started_pool(2) as other:  # the next one starts afresh
+            assert other is not early
+    finally:
+        workers._shutdown_prestarted()
+
+
+def test_workers_release_memory_between_jobs():
+    """The malloc tuning is harmless where it applies and a no-op elsewhere; jobs still run."""
+    from expertmix import workers
+
+    workers._tune_malloc()
+    workers._release_memory()
+    assert workers._call(divmod, (7, 2), {}) == (3, 1)
+    with WorkerPool(1) as pool:
+        assert pool.submit(divmod, 9, 4).result() == (2, 1)
