@@ -14,7 +14,8 @@ Design (see ``shared/ENGINE-NOTES.md`` for the pitfalls this avoids):
   bus and mix processing therefore have zero latency, so stems, buses and the mix stay
   sample-aligned with the raw stems. Only the master limiter looks ahead;
   :func:`render_master` reports that latency for the caller to trim.
-* Render lengths are whole numbers of server buffers, so recorded files need no trimming.
+* Render lengths are whole numbers of ``Record`` chunks (16 server buffers), so recorded files
+  need no trimming.
 * The mix renders on several cores in two phases (:func:`render_mix`): the tracks are split
   into two groups by estimated cost, ducking pairs kept together; worker processes (one server
   each, started by forkserver or spawn, never plain fork) render each group's stems, bus sums
@@ -55,12 +56,16 @@ def _load_pyo() -> Any:
         pyo = module
     return pyo
 
-#: Frames per pyo buffer. Render lengths are multiples of it.
+#: Frames per pyo buffer.
 BUFFER_FRAMES = 1024
 #: pyo's ``Record`` sample type for 32-bit float files.
 _FLOAT32 = 3
-#: ``Record`` writes every ``buffering`` server buffers and drops a partial last chunk: use 1.
-_RECORD_BUFFERING = 1
+#: ``Record`` writes every ``buffering`` server buffers (one write of 128 KB for a stereo file,
+#: where one buffer per write cost twice the CPU: ~60 -> ~35 ms per 180 s stereo file, most of
+#: it system time) and drops a partial last chunk, so render lengths are whole chunks.
+_RECORD_BUFFERING = 16
+#: Render lengths are multiples of this many frames (0.37 s at 44.1 kHz): whole Record chunks.
+RENDER_QUANTUM_FRAMES = BUFFER_FRAMES * _RECORD_BUFFERING
 #: The limiter's running maximum is built from runs of this many one-sample delays.
 _HOLD_RUN = 16
 #: pyo's Compress and Gate clip their envelope at 1.0 (0 dBFS) before converting to dB, so a
@@ -81,9 +86,10 @@ _LR4_F0_PER_CUTOFF = (math.sqrt(2.0) - 1.0) ** 0.25
 
 
 def render_frames(content_frames: int, tail_frames: int) -> int:
-    """Frames a render produces: content plus tail, rounded up to whole buffers."""
+    """Frames a render produces: content plus tail, rounded up to whole
+    :data:`RENDER_QUANTUM_FRAMES`."""
     total = max(1, content_frames + tail_frames)
-    return int(math.ceil(total / BUFFER_FRAMES) * BUFFER_FRAMES)
+    return int(math.ceil(total / RENDER_QUANTUM_FRAMES) * RENDER_QUANTUM_FRAMES)
 
 
 @dataclass

@@ -69,7 +69,23 @@ def single_threaded_children() -> Iterator[None]:
                 os.environ.pop(k, None)
 
 
+#: In a worker: the pool's start barrier (see :meth:`WorkerPool.warm`).
+_STARTED: Any = None
+#: How long a worker waits at the start barrier for the others, s.
+_START_TIMEOUT_S = 120.0
+
+
+def _init_worker(started: Any) -> None:
+    """Worker initializer: remember the pool's start barrier; tune malloc."""
+    global _STARTED
+    _STARTED = started
+    _tune_malloc()
+
+
 def _ready() -> int:
+    """The warm-up job: returns (this worker's pid) once every worker of the pool has started."""
+    if _STARTED is not None:
+        _STARTED.wait(_START_TIMEOUT_S)
     return os.getpid()
 
 
@@ -127,13 +143,21 @@ class WorkerPool:
 
     def __init__(self, processes: int):
         self.processes = max(1, int(processes))
+        context = pool_context()
         with single_threaded_children():
-            self._executor = ProcessPoolExecutor(max_workers=self.processes, mp_context=pool_context(),
-                                                 initializer=_tune_malloc)
+            self._executor = ProcessPoolExecutor(max_workers=self.processes, mp_context=context,
+                                                 initializer=_init_worker,
+                                                 initargs=(context.Barrier(self.processes),))
         self._warming: threading.Thread | None = None
 
     def warm(self) -> None:
-        """Start the workers in the background (the fork server's imports included)."""
+        """Start every worker, in the background (the fork server's imports included).
+
+        Each worker runs one warm-up job that waits at a barrier until all have started, so
+        warming starts all of them. Every job is submitted after that (:meth:`submit` warms the
+        pool first), so that no worker is ever started once jobs run: in Python 3.11, a worker
+        started while another one dies escapes the executor's clean-up, which then waits for it
+        forever (a hang instead of an error, seen with a crashing worker)."""
         if self._warming is not None:
             return
 
@@ -148,8 +172,9 @@ class WorkerPool:
         self._warming.start()
 
     def _wait_warm(self) -> None:
-        if self._warming is not None:
-            self._warming.join()
+        if self._warming is None:
+            self.warm()
+        self._warming.join()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         self._wait_warm()  # one thread at a time spawns workers
@@ -188,7 +213,8 @@ class WorkerPool:
                 fut.cancel()
 
     def shutdown(self) -> None:
-        self._wait_warm()
+        if self._warming is not None:
+            self._warming.join()
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> "WorkerPool":

@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 
 from expertmix.plan import Cleanup, Compressor, Ducking, EQBand, FxBus, MixPlan, Send, TrackPlan
-from expertmix.render import BUFFER_FRAMES, StemSource, render_frames, render_mix
+from expertmix.render import BUFFER_FRAMES, RENDER_QUANTUM_FRAMES, StemSource, render_frames, render_mix
 from expertmix.units import db_to_gain
 
 pytestmark = pytest.mark.slow
@@ -474,16 +474,19 @@ def test_delay_echo_arrives_after_its_time(tmp_path):
 @pytest.mark.parametrize("content_frames, tail_s", [
     (SR, 1.5),                # 1 s + the default tail
     (2 * SR, 0.37),
-    (13 * BUFFER_FRAMES - 100, 0.0),   # exactly 13 buffers
-    (26 * BUFFER_FRAMES - 1, 0.0),     # exactly 26 buffers
+    (3 * RENDER_QUANTUM_FRAMES - 100, 0.0),   # exactly 3 Record chunks
+    (4 * RENDER_QUANTUM_FRAMES - 1, 0.0),     # exactly 4 Record chunks
+    (RENDER_QUANTUM_FRAMES + 1, 0.0),         # one frame into a chunk: a whole chunk more
     (30000, 0.25),
 ])
 def test_render_length_is_longest_stem_plus_tail_in_whole_buffers(tmp_path, content_frames, tail_s):
+    """Lengths are whole Record chunks (whole server buffers), and no chunk is dropped."""
+    assert RENDER_QUANTUM_FRAMES % BUFFER_FRAMES == 0
     short = noise(0.2, seed=31)
     longest = np.zeros((content_frames, 2))
     longest[-1] = [0.5, 0.5]
     r = render(tmp_path, {"long": longest, "short": short}, tail_s=tail_s)
-    expected = int(math.ceil((content_frames + round(tail_s * SR)) / BUFFER_FRAMES) * BUFFER_FRAMES)
+    expected = int(math.ceil((content_frames + round(tail_s * SR)) / RENDER_QUANTUM_FRAMES) * RENDER_QUANTUM_FRAMES)
     assert r.frames == expected == render_frames(content_frames, int(round(tail_s * SR)))
     assert sf.info(str(r.out / "mix.wav")).frames == expected
     np.testing.assert_allclose(r.mix[content_frames - 1], [0.5, 0.5], atol=1e-7)   # last sample kept

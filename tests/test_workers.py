@@ -14,6 +14,9 @@ def test_pool_starts_ahead_and_runs_jobs_in_other_processes():
     with WorkerPool(2) as pool:
         pool.warm()
         pool.warm()  # a second call does nothing
+        pool._wait_warm()
+        # warming starts every worker (none is started once jobs run: see WorkerPool.warm)
+        assert len(pool._executor._processes) == 2
         pids = {pool.submit(os.getpid).result() for _ in range(4)}
         assert os.getpid() not in pids and 1 <= len(pids) <= 2
         # workers run BLAS single-threaded unless the user chose otherwise
