@@ -280,9 +280,11 @@ class _TreeMemory:
             self._thread.join()
 
 
-def _spawn(argv: list[str], log: Path, cwd: Path) -> dict:
-    """Run ``argv`` to completion; wall time, the child's own rusage (os.wait4) and the peak
-    memory of its whole process tree (:class:`_TreeMemory`: the worker processes included).
+def _spawn(argv: list[str], log: Path, cwd: Path, sample_memory: bool = False) -> dict:
+    """Run ``argv`` to completion; wall time, the child's own rusage (os.wait4) and, with
+    ``sample_memory``, the peak memory of its whole process tree (:class:`_TreeMemory`: the
+    worker processes included). Sampling reads every process's page tables (smaps_rollup), which
+    holds up its page faults: timed runs do not sample.
 
     ``cwd`` must not hold an ``expertmix`` package: ``python -c`` puts the current folder first on
     sys.path, ahead of PYTHONPATH.
@@ -291,16 +293,17 @@ def _spawn(argv: list[str], log: Path, cwd: Path) -> dict:
     t0 = time.perf_counter()
     with open(log, "w") as fh:
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-        tree = _TreeMemory(proc.pid)
+        tree = _TreeMemory(proc.pid) if sample_memory else None
         try:
             _, status, ru = os.wait4(proc.pid, 0)
         finally:
-            tree.stop()
+            if tree is not None:
+                tree.stop()
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     out = {"process_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "rss_mb": ru.ru_maxrss / 1024.0,
            "returncode": proc.returncode}
-    if tree.pss_mb is not None:
+    if tree is not None and tree.pss_mb is not None:
         out["tree_pss_mb"], out["tree_rss_mb"] = tree.pss_mb, tree.rss_mb
     return out
 
@@ -320,12 +323,13 @@ def _report_timings(report: Path) -> dict[str, float]:
     return out
 
 
-def run_stage(stage: str, session: Path, work: Path, logs: Path, rnd: int, keep: bool) -> dict:
+def run_stage(stage: str, session: Path, work: Path, logs: Path, rnd: int | str, keep: bool,
+              sample_memory: bool = False) -> dict:
     log = logs / f"{stage}-{rnd}.log"
     if stage == "cli":
         dest = work / "cli-out"
         shutil.rmtree(dest, ignore_errors=True)
-        rec = _spawn(_expertmix_cmd() + ["mix", str(session), "-o", str(dest), "--quiet"], log, work)
+        rec = _spawn(_expertmix_cmd() + ["mix", str(session), "-o", str(dest), "--quiet"], log, work, sample_memory)
         for line in log.read_text().splitlines():
             if line.startswith("expertmix_file="):
                 rec["expertmix_file"] = line.split("=", 1)[1]
@@ -339,7 +343,7 @@ def run_stage(stage: str, session: Path, work: Path, logs: Path, rnd: int, keep:
         result = work / f"result-{stage}.json"
         result.unlink(missing_ok=True)
         rec = _spawn([sys.executable, str(Path(__file__).resolve()), "--stage", stage, "--session", str(session),
-                      "--work", str(work), "--result", str(result)], log, work)
+                      "--work", str(work), "--result", str(result)], log, work, sample_memory)
         if rec["returncode"] == 0 and result.exists():
             rec.update(json.loads(result.read_text()))
         if not keep and stage == "master":
@@ -361,7 +365,8 @@ def _median(runs: list[dict], key: str) -> float | None:
     return statistics.median(vals) if vals else None
 
 
-def summarise(runs: list[dict], seconds: float, stages: list[str], decoded_mb: float) -> dict:
+def summarise(runs: list[dict], seconds: float, stages: list[str], decoded_mb: float,
+              memory_runs: list[dict] | None = None) -> dict:
     med: dict[str, dict] = {}
     for st in stages:
         rs = [r for r in runs if r["stage"] == st]
@@ -370,6 +375,9 @@ def summarise(runs: list[dict], seconds: float, stages: list[str], decoded_mb: f
         keys = sorted({k for r in rs for k in r if k not in ("stage", "round", "returncode")})
         med[st] = {k: _median(rs, k) for k in keys if _median(rs, k) is not None}
         med[st]["rtf"] = seconds / med[st]["stage_s"] if med[st].get("stage_s") else None
+        for r in memory_runs or []:  # the untimed memory round
+            if r["stage"] == st and r.get("tree_pss_mb") is not None:
+                med[st]["tree_pss_mb"], med[st]["tree_rss_mb"] = r["tree_pss_mb"], r["tree_rss_mb"]
     summary: dict = {"median": med}
     if "cli" in med and "pedalboard" in med:
         # ratio per round (interleaved runs), then the median of the ratios
@@ -437,7 +445,8 @@ def markdown(summary: dict, meta: dict) -> str:
                  "`expertmix mix`, which is the whole process. Realtime × = audio seconds / wall seconds. CPU s "
                  "and peak RSS are the main process's own (os.wait4: worker processes, children of a fork "
                  "server, are not in it). The last column sums every process of the job (main, fork server, "
-                 "workers), sampled every 20 ms: PSS counts shared pages once, RSS in every process.")
+                 "workers), sampled every 20 ms in an extra, untimed round (sampling slows a process's page "
+                 "faults): PSS counts shared pages once, RSS in every process.")
     if "analysis" in med and "load" in med:
         lines.append(f"Analysis alone (analysis - load): {med['analysis']['stage_s'] - med['load']['stage_s']:.2f} s.")
     if "cli" in med:
@@ -570,17 +579,25 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(rec)
             print(f"round {rnd}/{args.repeat}  {st:<17} {rec['stage_s']:7.2f} s  process {rec['process_s']:7.2f} s  "
                   f"cpu {rec['cpu_s']:7.2f} s  rss {rec['rss_mb']:7.0f} MB", flush=True)
+    # one more, untimed round that samples the memory of every process of each stage
+    memory_runs: list[dict] = []
+    for st in stages:
+        rec = run_stage(st, session, work, logs, "memory", args.keep, sample_memory=True)
+        memory_runs.append(rec)
+        print(f"memory round    {st:<17} all processes: peak PSS {rec.get('tree_pss_mb') or 0:7.0f} MB, "
+              f"RSS {rec.get('tree_rss_mb') or 0:7.0f} MB", flush=True)
     meta["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 
-    summary = summarise(runs, args.seconds, stages, meta["decoded_session_mb"])
+    summary = summarise(runs, args.seconds, stages, meta["decoded_session_mb"], memory_runs)
     text = markdown(summary, meta)
     print()
     print(text)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs}, indent=1))
+        args.json.write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs,
+                                         "memory_runs": memory_runs}, indent=1))
         print(f"wrote {args.json}")
     return 0
 
