@@ -72,7 +72,7 @@ def single_threaded_children() -> Iterator[None]:
 #: In a worker: the pool's start barrier (see :meth:`WorkerPool.warm`).
 _STARTED: Any = None
 #: How long a worker waits at the start barrier for the others, s.
-_START_TIMEOUT_S = 120.0
+_START_TIMEOUT_S = 60.0
 
 
 def _init_worker(started: Any) -> None:
