@@ -460,7 +460,7 @@ def analyse_audio_detailed(audio: np.ndarray,
             high = float(power[freqs >= HIGH_EDGE_HZ].sum() / total)
             centroid = float((freqs * power).sum() / total)
         # mono mix (a matrix product: much faster than mean(axis=1) on (frames, channels))
-        mono = x @ np.full(n_ch, 1.0 / n_ch, dtype=x.dtype)
+        mono = x[:, 0] if n_ch == 1 else x @ np.full(n_ch, 1.0 / n_ch, dtype=x.dtype)  # (mono: a view)
         hum_hz, hum_excess = _hum(mono, sample_rate_hz, offset=float(means.mean()))
 
     result = StemAnalysis(
