@@ -166,14 +166,16 @@ def test_essentia_algorithms_match_essentia_standard():
 
 
 def test_the_main_process_does_not_import_essentia():
-    """Importing the descriptors (as the main process of a mix does) leaves Essentia unloaded:
-    only the workers, which describe stems, pay for it."""
+    """Importing the pipeline, the CLI and the descriptors (as the main process of a mix does)
+    leaves Essentia, pyo and scipy's FFT and signal packages unloaded: only the workers, which
+    describe and render, pay for them."""
     import subprocess
     import sys
 
-    code = "import sys, expertmix.pipeline, expertmix.descriptors; print('essentia' in sys.modules)"
+    code = ("import sys, expertmix.pipeline, expertmix.cli, expertmix.descriptors, expertmix.render; "
+            "print([m for m in ('essentia', 'pyo', 'scipy.fft', 'scipy.signal') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "[]"
 
 
 # --- spectrum -------------------------------------------------------------------------------
