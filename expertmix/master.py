@@ -142,7 +142,6 @@ class _Pass:
 
     settings: MasterSettings
     raw_path: Path
-    latency: int
     stats: LoudnessStats
     momentary_lufs: np.ndarray
     delivered_path: Path
@@ -159,7 +158,7 @@ def _limiter_pass(pre_path: Path, plan: MasterPlan, settings: MasterSettings, sa
                             content_frames=frames, work_dir=work_dir)
     meter = LoudnessMeter(sample_rate_hz, 2)  # (render_master writes stereo at the session rate)
     copy_wav(raw_path, delivered_path, start_frame=latency, frames=frames, subtype="PCM_24", tap=meter.process)
-    return _Pass(settings, raw_path, latency, meter.stats(), meter.momentary_lufs(), delivered_path)
+    return _Pass(settings, raw_path, meter.stats(), meter.momentary_lufs(), delivered_path)
 
 
 def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_hz: int, frames: int,
@@ -223,8 +222,8 @@ def master_mix(mix_path: Path, out_path: Path, plan: MasterPlan, *, sample_rate_
                 path.unlink(missing_ok=True)
             raise
         history += results
-        for r in results:
-            if os.environ.get("EXPERTMIX_DEBUG_MASTER"):
+        if os.environ.get("EXPERTMIX_DEBUG_MASTER"):
+            for r in results:
                 print(f"round {rnd}: drive {r.settings.drive_db:.2f} limit {r.settings.limit_db:.2f} "
                       f"release {r.settings.release_ms:.0f} -> {r.stats.integrated_lufs:.2f} LUFS "
                       f"{r.stats.true_peak_dbtp:.2f} dBTP {r.stats.sample_peak_dbfs:.2f} dBFS")

@@ -298,6 +298,7 @@ def run_plan(stems_dir: str | Path, plan_path: str | Path, *, genre: str = "pop"
 
     profile = _genre_profile(genre, genres_dir)
     planner = RulebookPlanner(rules_dir, learning=learning, models_dir=models_dir)
+    planner.start_loading()  # its models load while the analysis runs
     work = Path(tempfile.mkdtemp(prefix="expertmix-work-"))
     try:
         stemset, analysis = analyse_session(stems_dir, cache_dir=work / "cache", role_overrides=role_overrides,

@@ -120,6 +120,11 @@ def _sdelay(g: _Graph, sig: Any, frames: int, sr: int) -> Any:
     return g.k(pyo.SDelay(sig, delay=(frames + 0.5) / sr, maxdelay=(frames + 2) / sr))
 
 
+def _player(g: _Graph, path: Path, gain: float = 1.0) -> Any:
+    """A file streamed from disk at the session rate (speed 1: no interpolation), times ``gain``."""
+    return g.k(pyo.SfPlayer(str(path), speed=1, loop=False, interp=1, mul=gain))
+
+
 def _filters(g: _Graph, chans: list[Any], kind: int, freq_hz: float, qs: Sequence[float]) -> list[Any]:
     out = chans
     for q in qs:
@@ -233,7 +238,7 @@ def _split(g: _Graph, obj: Any, channels: int) -> list[Any]:
 def _track_prefader(g: _Graph, t: TrackPlan, src: StemSource, sr: int) -> list[Any]:
     """Player -> trim/polarity -> clean-up -> EQ -> gate -> compressor -> de-esser."""
     trim = db_to_gain(t.trim_db) * (-1.0 if t.polarity_invert else 1.0)
-    player = g.k(pyo.SfPlayer(str(src.path), speed=1, loop=False, interp=1, mul=trim))
+    player = _player(g, src.path, trim)
     chans = [player] if src.channels == 1 else _split(g, player, 2)
     c = t.cleanup
     if c.dc_remove and not c.highpass_hz:  # a high-pass removes DC already
@@ -450,7 +455,7 @@ def _group(g: _Graph, plan: MixPlan, names: Sequence[str], sources: dict[str, St
         if t.mute:
             continue
         bus_inputs.setdefault("mix" if t.bus == "mix" else f"bus:{t.bus}", []).append(outs[t.name])
-        pre = _pan(g, chains[t.name], t.pan, t.width, 1.0) if any(s.pre_fader for s in t.sends) else None
+        pre = _pan(g, chains[t.name], t.pan, t.width, 1.0) if _has_prefader_send(t) else None
         for s in t.sends:
             fx_inputs.setdefault(s.bus, []).append(g.k((pre if s.pre_fader else outs[t.name]) * db_to_gain(s.level_db)))
     partials: dict[str, Any] = {}
@@ -547,8 +552,8 @@ def _render_mix_part(job: _MixJob) -> dict[str, Any]:
     wanted = {f"bus:{b}" for b in job.buses} | {f"send:{f}" for f in job.fxs} | ({"mix"} if job.direct else set())
 
     def build(g: _Graph, records: list[Any]) -> None:  # players only for the partials this part reads
-        groups = [{key: g.k(pyo.SfPlayer(str(_partial_path(folder, key)), speed=1, loop=False, interp=1))
-                   for key in keys if key in wanted} for folder, keys in job.partials]
+        groups = [{key: _player(g, _partial_path(folder, key)) for key in keys if key in wanted}
+                  for folder, keys in job.partials]
         records.append(_record(g, _mix_part(g, plan, sr, groups, job.buses, job.fxs, job.direct), job.out_path))
 
     try:
@@ -875,7 +880,7 @@ def render_master_pre(mix_path: Path, out_path: Path, master: MasterPlan, pre_ga
     frames = render_frames(content_frames, 0)
 
     def build(g: _Graph, records: list[Any]) -> None:
-        player = g.k(pyo.SfPlayer(str(mix_path), speed=1, loop=False, interp=1, mul=db_to_gain(pre_gain_db)))
+        player = _player(g, mix_path, db_to_gain(pre_gain_db))
         chans = _compressor(g, _eq(g, _split(g, player, 2), master.eq, sr), master.glue)
         records.append(_record(g, _stereo(g, chans[0], chans[1]), out_path))
 
@@ -899,7 +904,7 @@ def render_master(pre_path: Path, out_path: Path, master: MasterPlan, settings: 
     frames = render_frames(content_frames + lat, 0)
 
     def build(g: _Graph, records: list[Any]) -> None:
-        player = g.k(pyo.SfPlayer(str(pre_path), speed=1, loop=False, interp=1, mul=db_to_gain(settings.drive_db)))
+        player = _player(g, pre_path, db_to_gain(settings.drive_db))
         chans = _split(g, player, 2)
         held = _running_max(g, _detector(g, chans), lat, sr)
         # attack: 1/8 of the look-ahead, so the gain is fully down (e^-8) when the delayed peak passes
